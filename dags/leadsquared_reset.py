@@ -1,0 +1,153 @@
+"""
+### LeadSquared lead reset
+
+Each run **plans** the leads to reset (the warehouse query `include/sql/candidates.sql`, or the `lead_ids`
+param), **resets** them in batches (one mapped task group per batch, every call paced by the account's
+shared rate budget, every lead's outcome written to the warehouse table `leadsquared_reset_audit`), and
+**reports** what happened.
+
+**Window.** A scheduled or backfill run resets exactly its data interval: one day in `LOCAL_TIMEZONE`
+below, sent to LeadSquared in UTC with `ToDate` = interval end minus one second. A manual run takes
+`from_date`/`to_date` from its params (ISO-8601 with an offset); with neither it would reset *all
+time*, which is refused unless `allow_all_time` is ticked.
+
+**Guards.** Nothing is sent when the params are wrong, when no category is chosen, when the candidates
+exceed `max_leads_per_run`, or when they jump past `max_growth_factor` x the previous run's count. Each
+message names the param that overrides it. `dry_run` plans and reports without sending anything.
+
+**Safety.** A lead already queued under the same window and categories is never sent twice, whether by a
+retried batch or another run. Wrong keys or host stop every batch after one refused call.
+
+Categories: `activity_event_codes` (custom activity event codes), `task_type_ids` (task type GUIDs),
+`audit_types` (`StageChange`, `OwnerChange`), `delete_notes`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task, task_group
+from leadsquared_provider.operators.reset import LeadSquaredResetOperator
+
+# ---- Edit here: the defaults of every run (each can be overridden in the trigger form) ------------------
+LOCAL_TIMEZONE = "Asia/Kolkata"  # the day boundary of scheduled runs (the API's example window is IST days)
+SCHEDULE = "0 0 * * *"  # once a day, covering the previous day
+DEFAULT_CATEGORIES = {
+    "activity_event_codes": [166, 167],
+    "task_type_ids": [],
+    "audit_types": ["StageChange", "OwnerChange"],
+    "delete_notes": False,
+}
+LEADSQUARED_CONN_ID = "leadsquared_default"
+WAREHOUSE_CONN_ID = "warehouse_default"
+POOL = "leadsquared_api"  # created from include/pools.json; its size caps the batches in flight
+# ----------------------------------------------------------------------------------------------------------
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "include" / "sql"
+
+
+@dag(
+    dag_id="leadsquared_reset",
+    schedule=CronDataIntervalTimetable(SCHEDULE, timezone=LOCAL_TIMEZONE),
+    start_date=pendulum.datetime(2026, 1, 1, tz=LOCAL_TIMEZONE),
+    catchup=False,
+    max_active_runs=3,
+    template_searchpath=[str(SQL_DIR)],
+    doc_md=__doc__,
+    tags=["leadsquared", "reset"],
+    default_args={"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(seconds=30)},
+    params={
+        "activity_event_codes": Param(
+            DEFAULT_CATEGORIES["activity_event_codes"],
+            type="array",
+            items={"type": "integer"},
+            title="Activity event codes",
+            description="Custom activities with these event codes are deleted.",
+        ),
+        "task_type_ids": Param(
+            DEFAULT_CATEGORIES["task_type_ids"],
+            type="array",
+            items={"type": "string"},
+            title="Task type ids",
+            description="Tasks of these task types (GUIDs) are deleted.",
+        ),
+        "audit_types": Param(
+            DEFAULT_CATEGORIES["audit_types"],
+            type="array",
+            items={"type": "string", "enum": ["StageChange", "OwnerChange"]},
+            title="Audit activities",
+            description="Audit records of these types are deleted.",
+        ),
+        "delete_notes": Param(DEFAULT_CATEGORIES["delete_notes"], type="boolean", title="Delete notes"),
+        "from_date": Param(
+            None,
+            type=["null", "string"],
+            title="Window start (manual runs)",
+            description="ISO-8601 with an offset, e.g. 2026-05-01T00:00:00+05:30.",
+        ),
+        "to_date": Param(None, type=["null", "string"], title="Window end, inclusive (manual runs)"),
+        "allow_all_time": Param(
+            False,
+            type="boolean",
+            title="Allow an all-time reset",
+            description="Needed for a manual run without a window.",
+        ),
+        "dry_run": Param(False, type="boolean", title="Dry run", description="Plan and report; send nothing."),
+        "lead_ids": Param(
+            None, type=["null", "array"], items={"type": ["string", "null"]}, title="Lead ids instead of the query"
+        ),
+        "max_leads_per_run": Param(10_000, type="integer", minimum=1, title="Blast-radius guard"),
+        "max_growth_factor": Param(
+            10, type="number", minimum=1, title="Refuse a run with more than this x the previous run's candidates"
+        ),
+        "growth_guard_floor": Param(
+            100, type="integer", minimum=0, title="Runs with at most this many candidates skip the growth guard"
+        ),
+        "batch_size": Param(200, type="integer", minimum=1, title="Leads per batch"),
+        "failure_threshold": Param(0, type="integer", minimum=0, title="Failed leads tolerated before the run fails"),
+    },
+)
+def leadsquared_reset():
+    @task
+    def plan() -> list[dict[str, int]]:
+        """Window, candidates, guards; stages the batches in the warehouse and returns small descriptors."""
+        from leadsquared_provider.run_tasks import plan_run
+
+        return plan_run(get_current_context(), warehouse_conn_id=WAREHOUSE_CONN_ID)
+
+    @task(map_index_template="{{ batch_label }}")
+    def check(batch: dict[str, int]) -> dict[str, int]:
+        """Fail when this batch holds leads that were not reset."""
+        from leadsquared_provider.planning import batch_label
+        from leadsquared_provider.run_tasks import check_batch
+
+        context = get_current_context()
+        context["batch_label"] = batch_label(batch)
+        return check_batch(batch, context["dag_run"], warehouse_conn_id=WAREHOUSE_CONN_ID)
+
+    @task_group(group_id="reset_batch")
+    def reset_batch(batch: dict[str, int]) -> None:
+        reset = LeadSquaredResetOperator(
+            task_id="reset",
+            batch=batch,
+            leadsquared_conn_id=LEADSQUARED_CONN_ID,
+            warehouse_conn_id=WAREHOUSE_CONN_ID,
+            pool=POOL,
+            map_index_template="{{ batch_label }}",
+        )
+        reset >> check(batch)
+
+    @task(trigger_rule="all_done")
+    def report() -> dict:
+        """Read the run's outcomes back from the audit table; fail on credentials or too many failures."""
+        from leadsquared_provider.run_tasks import report_run
+
+        context = get_current_context()
+        return report_run(context["dag_run"], context["params"], warehouse_conn_id=WAREHOUSE_CONN_ID)
+
+    reset_batch.expand(batch=plan()) >> report()
+
+
+leadsquared_reset()

@@ -1,0 +1,26 @@
+"""A local emulator of LeadSquared's Lead.Reset API (and the reads around it) as a real HTTP server.
+
+Behaves as ``shared/leadsquared-api.md`` describes: header or query-string keys, admin-only resets,
+per-account sliding-window rate limits answered as HTTP 429, 200 or 403, LeadSquared error bodies,
+queued resets applied after ``reset_apply_delay``, and seeded faults (500, hang then 504, dropped
+connection, HTML 502, non-JSON 200) and latency. Inspection endpoints live under ``/_emulator/``.
+
+    with run_emulator(EmulatorConfig(rate_limit=5), leads=[...]) as emu:
+        requests.post(f"{emu.base_url}/v2/LeadManagement.svc/Lead.Reset", ...)
+        emu.calls(); emu.stats(); emu.lead(lead_id)
+"""
+
+from lsq_emulator.config import Account, EmulatorConfig, api_host
+from lsq_emulator.emulator import Emulator
+from lsq_emulator.server import EmulatorServer, run_emulator
+from lsq_emulator.store import load_seed_file
+
+__all__ = [
+    "Account",
+    "Emulator",
+    "EmulatorConfig",
+    "EmulatorServer",
+    "api_host",
+    "load_seed_file",
+    "run_emulator",
+]

@@ -1,0 +1,227 @@
+"""LeadSquaredResetOperator: reset every lead of one batch, recording each lead's outcome as it goes."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from leadsquared_provider.exceptions import LeadSquaredAuthError
+from leadsquared_provider.ledger import ResetLedger, run_key
+from leadsquared_provider.outcomes import Outcome, ResetResult
+from leadsquared_provider.planning import batch_label
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
+    from leadsquared_provider.ledger import RunRecord
+
+
+class _Progress:
+    """Logs done/total, rate and ETA at a steady pace so a long batch is never silent."""
+
+    def __init__(self, log: Any, total: int, every_seconds: float) -> None:
+        self.log, self.total, self.every = log, total, every_seconds
+        self.started = self.last = time.monotonic()
+
+    def tick(self, done: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        rate = done / (now - self.started) if now > self.started else 0.0
+        eta = (self.total - done) / rate if rate else float("nan")
+        self.log.info("progress: %d/%d leads, %.2f resets/s, ETA %.0f s", done, self.total, rate, eta)
+
+
+class LeadSquaredResetOperator(BaseOperator):
+    """
+    Reset the leads of one planned batch through :class:`LeadSquaredHook`.
+
+    The run's scope (categories and window) and candidates are read from the ledger written by the plan
+    task; each lead's outcome is written to the audit table as it comes. Leads already queued under the
+    same scope key (by this run's earlier try or by any other run) are not sent again. The task returns
+    only counts. Wrong keys or host fail the task without retry, after marking the unsent leads skipped.
+
+    :param batch: batch descriptor ``{"batch": n, "first": i, "last": j}`` from the plan task.
+    :param leadsquared_conn_id: LeadSquared connection.
+    :param warehouse_conn_id: common-sql connection of the warehouse holding the ledger.
+    :param max_in_flight: requests of this task in flight at once (the shared budget still paces them).
+    :param progress_every_seconds: how often progress is logged.
+    """
+
+    template_fields: Sequence[str] = ("batch", "leadsquared_conn_id", "warehouse_conn_id")
+    ui_color = "#fde2e4"
+
+    def __init__(
+        self,
+        *,
+        batch: dict[str, int] | str,
+        leadsquared_conn_id: str = "leadsquared_default",
+        warehouse_conn_id: str = "warehouse_default",
+        max_in_flight: int = 4,
+        progress_every_seconds: float = 10.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.batch = batch
+        self.leadsquared_conn_id = leadsquared_conn_id
+        self.warehouse_conn_id = warehouse_conn_id
+        self.max_in_flight = max_in_flight
+        self.progress_every_seconds = progress_every_seconds
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
+        from leadsquared_provider.reset_request import ResetScope
+
+        batch = self.batch
+        if not isinstance(batch, dict) or not {"batch", "first", "last"} <= set(batch):
+            raise ValueError(f"batch must be a descriptor with batch/first/last, got {batch!r}")
+        context["batch_label"] = batch_label(batch)  # type: ignore[typeddict-unknown-key]
+        dag_run = context["dag_run"]
+        key = run_key(dag_run.dag_id, dag_run.run_id)
+        ledger = ResetLedger(self.warehouse_conn_id)
+        try:
+            run = ledger.load_run(key)
+            scope = ResetScope.from_mapping(run.scope)
+            leads = ledger.candidate_slice(key, batch["first"], batch["last"])
+            already = ledger.already_queued(leads, run.scope_key)
+            todo = [lead for lead in leads if lead not in already]
+            self.log.info(
+                "%s: %d leads, %d already queued under this window and categories, %d to send%s",
+                batch_label(batch),
+                len(leads),
+                len(already),
+                len(todo),
+                " (dry run)" if run.dry_run else "",
+            )
+            counts: Counter[str] = Counter({"already_queued": len(already)})
+            if run.dry_run:
+                self._record_dry_run(ledger, run, batch["batch"], todo, counts)
+            else:
+                hook = LeadSquaredHook(leadsquared_conn_id=self.leadsquared_conn_id)
+                auth = self._send_all(ledger, run, batch["batch"], scope, todo, hook, counts)
+                if auth is not None:
+                    raise AirflowFailException(
+                        f"LeadSquared refused the keys or host ({auth.status_code} {auth.exception_type}: "
+                        f"{auth.message}); {counts[Outcome.SKIPPED]} lead(s) of this batch were not sent. "
+                        f"Fix connection {self.leadsquared_conn_id!r}, then clear the run."
+                    )
+        finally:
+            ledger.close()
+        self.log.info("%s done: %s", batch_label(batch), dict(counts))
+        return {"batch": batch["batch"], "leads": len(leads), **counts}
+
+    def _record_dry_run(
+        self, ledger: ResetLedger, run: RunRecord, batch: int, todo: list[str], counts: Counter[str]
+    ) -> None:
+        now = time.time()
+        for lead in todo:
+            result = ResetResult(lead, Outcome.DRY_RUN, None, None, "dry run: would have been sent", 0, now, now)
+            ledger.record(
+                key=run.run_key,
+                dag_id=run.dag_id,
+                batch=batch,
+                scope=run.scope,
+                scope_key=run.scope_key,
+                result=result,
+                sends=0,
+            )
+            counts[Outcome.DRY_RUN] += 1
+
+    def _send_all(
+        self,
+        ledger: ResetLedger,
+        run: RunRecord,
+        batch: int,
+        scope: Any,
+        todo: list[str],
+        hook: LeadSquaredHook,
+        counts: Counter[str],
+    ) -> ResetResult | None:
+        """Send the batch with at most ``max_in_flight`` requests out; return the auth failure, if any."""
+        from leadsquared_provider.reset_request import ResetRequest
+
+        def record(result: ResetResult, sends: int | None = None) -> None:
+            ledger.record(
+                key=run.run_key,
+                dag_id=run.dag_id,
+                batch=batch,
+                scope=run.scope,
+                scope_key=run.scope_key,
+                result=result,
+                sends=sends,
+            )
+
+        maybe_sent = ledger.in_flight(run.run_key, todo)
+        if maybe_sent:
+            self.log.warning(
+                "%d lead(s) were being sent when an earlier try died; they are sent again and reported "
+                "as possibly repeated",
+                len(maybe_sent),
+            )
+        auth_failure: ResetResult | None = None
+        progress = _Progress(self.log, len(todo), self.progress_every_seconds)
+        pending: dict[Future[ResetResult], str] = {}
+        queue = iter(todo)
+        done = 0
+        last_run_check = float("-inf")
+        with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="lsq-reset") as pool:
+            while True:
+                if auth_failure is None and time.monotonic() - last_run_check > 2.0:
+                    # Another batch of this run met wrong keys: stop sending here too.
+                    last_run_check = time.monotonic()
+                    if ledger.outcome_counts(run.run_key).get(Outcome.AUTH_FAILED):
+                        auth_failure = ResetResult(
+                            "", Outcome.AUTH_FAILED, None, None, "another batch of this run was refused", 0, 0, 0
+                        )
+                while auth_failure is None and len(pending) < self.max_in_flight:
+                    lead = next(queue, None)
+                    if lead is None:
+                        break
+                    now = time.time()
+                    record(ResetResult(lead, Outcome.SENDING, None, None, "request in flight", 0, now, now), 0)
+                    pending[pool.submit(hook.reset_lead, ResetRequest(lead, scope))] = lead
+                if not pending:
+                    break
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    lead = pending.pop(future)
+                    try:
+                        result = future.result()
+                    except LeadSquaredAuthError as exc:
+                        now = time.time()
+                        result = ResetResult(
+                            lead, Outcome.SKIPPED, exc.status_code, exc.exception_type, f"not sent: {exc}", 0, now, now
+                        )
+                    record(result, result.attempts + (1 if lead in maybe_sent else 0))
+                    counts[result.outcome] += 1
+                    done += 1
+                    if result.outcome is Outcome.AUTH_FAILED and auth_failure is None:
+                        auth_failure = result
+                progress.tick(done)
+        for lead in queue:  # left unsent after an auth failure
+            now = time.time()
+            record(
+                ResetResult(
+                    lead,
+                    Outcome.SKIPPED,
+                    None,
+                    None,
+                    "not sent: the run stopped after LeadSquared refused the keys or host",
+                    0,
+                    now,
+                    now,
+                ),
+                0,
+            )
+            counts[Outcome.SKIPPED] += 1
+        progress.tick(done, force=True)
+        return auth_failure

@@ -1,0 +1,126 @@
+"""Planning a run: its window, its cleaned candidates, its batches and the blast-radius guards.
+
+Pure functions (no Airflow, no I/O) so that every rule is tested on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from leadsquared_provider.exceptions import InvalidResetRequest, PlanError
+from leadsquared_provider.reset_request import ResetScope, normalize_lead_id
+
+# Below Airflow's [core] max_map_length (1024), with room to spare.
+MAX_BATCHES = 1000
+INTERVAL_RUN_TYPES = frozenset({"scheduled", "backfill"})
+
+
+def resolve_window(
+    *,
+    params: Mapping[str, Any],
+    run_type: str,
+    interval_start: datetime | None,
+    interval_end: datetime | None,
+) -> tuple[datetime | str | None, datetime | str | None]:
+    """The run's window: explicit params win; scheduled and backfill runs reset their data interval.
+
+    ``ToDate`` is inclusive to the second, so an interval ``[start, end)`` becomes ``start .. end - 1 s``.
+    A manual run without window params means "all time" (the scope refuses it without ``allow_all_time``).
+    """
+    from_param, to_param = params.get("from_date"), params.get("to_date")
+    if from_param or to_param:
+        return from_param or None, to_param or None
+    if str(run_type) in INTERVAL_RUN_TYPES and interval_start is not None and interval_end is not None:
+        if interval_end <= interval_start:
+            raise PlanError(
+                f"the run's data interval {interval_start} .. {interval_end} is empty: schedule the DAG with "
+                "a timetable that has real intervals (CronDataIntervalTimetable), not a cron string"
+            )
+        return interval_start, interval_end - timedelta(seconds=1)
+    return None, None
+
+
+def build_scope(params: Mapping[str, Any], window: tuple[Any, Any]) -> ResetScope:
+    """The run's :class:`ResetScope` from its params and window; errors name the param at fault."""
+    try:
+        return ResetScope.from_mapping(
+            {
+                "activity_event_codes": params.get("activity_event_codes") or [],
+                "task_type_ids": params.get("task_type_ids") or [],
+                "audit_types": params.get("audit_types") or [],
+                "delete_notes": params.get("delete_notes", False),
+                "from_date": window[0],
+                "to_date": window[1],
+                "allow_all_time": bool(params.get("allow_all_time", False)),
+            }
+        )
+    except InvalidResetRequest as exc:
+        raise PlanError(f"params refused, nothing was sent: {exc}") from None
+
+
+@dataclass
+class CleanedCandidates:
+    """Valid, distinct, normalized lead ids in first-seen order, and what was dropped and why."""
+
+    valid: list[str] = field(default_factory=list)
+    invalid: list[tuple[str, str]] = field(default_factory=list)  # (raw value, reason)
+    nulls: int = 0
+    duplicates: int = 0
+
+
+def clean_candidates(raw_ids: Iterable[object], *, max_invalid_kept: int = 10_000) -> CleanedCandidates:
+    """Trim, lower-case, drop nulls and duplicates, and set aside what is not a LeadSquared GUID."""
+    result = CleanedCandidates()
+    seen: set[str] = set()
+    for raw in raw_ids:
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            result.nulls += 1
+            continue
+        try:
+            lead_id = normalize_lead_id(raw)
+        except InvalidResetRequest as exc:
+            if len(result.invalid) < max_invalid_kept:
+                result.invalid.append((str(raw)[:200], str(exc)))
+            continue
+        if lead_id in seen:
+            result.duplicates += 1
+            continue
+        seen.add(lead_id)
+        result.valid.append(lead_id)
+    return result
+
+
+def check_blast_radius(
+    count: int, *, max_leads: int, previous: int | None, max_growth: float, growth_floor: int
+) -> None:
+    """Refuse a run before any request when it would touch more leads than the guards allow."""
+    if count > max_leads:
+        raise PlanError(
+            f"{count} candidate leads exceed max_leads_per_run={max_leads}: nothing was sent. "
+            "If this is meant, trigger the run with a higher max_leads_per_run param."
+        )
+    if previous is not None and count > growth_floor and count > previous * max_growth:
+        raise PlanError(
+            f"{count} candidate leads is more than {max_growth:g} x the previous run's {previous}: "
+            "nothing was sent. If this is meant, trigger the run with a higher max_growth_factor param."
+        )
+
+
+def batch_ranges(count: int, batch_size: int, max_batches: int = MAX_BATCHES) -> Iterator[dict[str, int]]:
+    """Batch descriptors ``{"batch", "first", "last"}`` (1-based, inclusive) covering ``1..count``.
+
+    The batch size grows when needed so that there are never more than ``max_batches`` of them.
+    """
+    if batch_size < 1:
+        raise PlanError(f"batch_size must be at least 1, got {batch_size}")
+    size = max(batch_size, math.ceil(count / max_batches)) if count else batch_size
+    for index, first in enumerate(range(1, count + 1, size), start=1):
+        yield {"batch": index, "first": first, "last": min(first + size - 1, count)}
+
+
+def batch_label(batch: Mapping[str, int]) -> str:
+    return f"batch {batch['batch']}: leads {batch['first']}–{batch['last']}"
