@@ -69,9 +69,7 @@ def default_accounts() -> list[Account]:
     """One admin account (``demo``) and one non-admin account (``viewer``), both in region in21."""
     return [
         Account(name="demo", access_key="u$demo-access", secret_key="demo-secret", admin=True, region="in21"),
-        Account(
-            name="viewer", access_key="u$viewer-access", secret_key="viewer-secret", admin=False, region="in21"
-        ),
+        Account(name="viewer", access_key="u$viewer-access", secret_key="viewer-secret", admin=False, region="in21"),
     ]
 
 

@@ -7,6 +7,7 @@ The web layer (:mod:`lsq_emulator.app`) only turns the resulting :class:`Answer`
 
 from __future__ import annotations
 
+import copy
 import hmac
 import json
 import threading
@@ -142,7 +143,7 @@ class Emulator:
     def calls(self) -> list[dict[str, Any]]:
         """The call log (copies of CallRecord dicts) in arrival order."""
         with self._lock:
-            return [dict(record) for record in self._calls]
+            return copy.deepcopy(self._calls)
 
     def clear_calls(self) -> None:
         """Empty the call log (and so the stats); rate-limit windows and leads are kept."""
@@ -204,8 +205,12 @@ class Emulator:
             endpoint = ENDPOINTS.get(request.path.rstrip("/").lower())
             if endpoint is None or endpoint.method != request.method.upper():
                 return self._error(
-                    record, 404, "not_found_path", errors.API_NOT_FOUND,
-                    f"The API {request.method} {request.path} could not be found. Check the API signature.", 0.0,
+                    record,
+                    404,
+                    "not_found_path",
+                    errors.API_NOT_FOUND,
+                    f"The API {request.method} {request.path} could not be found. Check the API signature.",
+                    0.0,
                 )
             draw = self._dice.draw(config)
             account, problem = self._authenticate(request, params, endpoint, config)
@@ -217,17 +222,19 @@ class Emulator:
                 record["rate_limit_style"] = config.rate_limit_style
                 message = errors.rate_limit_message(config.rate_limit, config.rate_window_seconds)
                 return self._error(
-                    record, int(config.rate_limit_style), "rate_limited", errors.RATE_LIMITED,
-                    message, draw.latency,
+                    record,
+                    int(config.rate_limit_style),
+                    "rate_limited",
+                    errors.RATE_LIMITED,
+                    message,
+                    draw.latency,
                 )
             if draw.fault is not None:
                 return self._fault(record, draw.fault, draw.latency, config)
             try:
                 status, body, outcome = self._dispatch(endpoint, request, params, account, now, config)
             except errors.RequestRejected as exc:
-                return self._error(
-                    record, exc.status, "rejected", exc.exception_type, exc.message, draw.latency
-                )
+                return self._error(record, exc.status, "rejected", exc.exception_type, exc.message, draw.latency)
             record.update(status=status, outcome=outcome)
             return Answer(status, _json_bytes(body), JSON_TYPE, draw.latency, "body", record)
 
@@ -283,7 +290,12 @@ class Emulator:
         return account, None
 
     def _error(
-        self, record: dict[str, Any], status: int, outcome: str, exception_type: str, message: str,
+        self,
+        record: dict[str, Any],
+        status: int,
+        outcome: str,
+        exception_type: str,
+        message: str,
         delay: float,
     ) -> Answer:
         record.update(status=status, outcome=outcome, exception_type=exception_type)
@@ -293,8 +305,12 @@ class Emulator:
     def _fault(self, record: dict[str, Any], fault: str, delay: float, config: EmulatorConfig) -> Answer:
         if fault == FAULT_5XX:
             return self._error(
-                record, 500, "fault_5xx", errors.INTERNAL,
-                "The API call failed because of an internal error. Please try again later.", delay,
+                record,
+                500,
+                "fault_5xx",
+                errors.INTERNAL,
+                "The API call failed because of an internal error. Please try again later.",
+                delay,
             )
         record["outcome"] = fault
         if fault == FAULT_TIMEOUT:
@@ -310,8 +326,13 @@ class Emulator:
         return Answer(200, errors.NON_JSON_200, "text/plain; charset=utf-8", delay, "body", record)
 
     def _dispatch(
-        self, endpoint: Endpoint, request: ApiRequest, params: dict[str, str], account: Account,
-        now: float, config: EmulatorConfig,
+        self,
+        endpoint: Endpoint,
+        request: ApiRequest,
+        params: dict[str, str],
+        account: Account,
+        now: float,
+        config: EmulatorConfig,
     ) -> tuple[int, Any, str]:
         if endpoint.name == "reset":
             order = validate_reset(parse_json_body(request.content_type, request.body))

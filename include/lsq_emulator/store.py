@@ -33,7 +33,7 @@ def load_seed_file(path: str | Path) -> list[dict[str, Any]]:
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     leads = data.get("leads") if isinstance(data, dict) else data
     if not isinstance(leads, list):
-        raise ValueError(f"{path}: expected {{\"leads\": [...]}}")
+        raise ValueError(f'{path}: expected {{"leads": [...]}}')
     return leads
 
 

@@ -25,7 +25,7 @@ RESET_ATTRIBUTES = (
 )
 _BAD_BODY = (
     "The message body is not as per API specification. Make sure that content type is set to "
-    "\"application/json\" and the JSON body has correct attribute names and structure."
+    '"application/json" and the JSON body has correct attribute names and structure.'
 )
 
 
@@ -53,9 +53,7 @@ def _string_list(body: dict[str, Any], name: str, allowed: frozenset[str] | None
     if allowed is not None:
         bad = sorted(set(value) - allowed)
         if bad:
-            raise RequestRejected(
-                INVALID_INPUT, f"{name} has unsupported value(s) {bad}; allowed: {sorted(allowed)}"
-            )
+            raise RequestRejected(INVALID_INPUT, f"{name} has unsupported value(s) {bad}; allowed: {sorted(allowed)}")
     return frozenset(value)
 
 
@@ -103,8 +101,7 @@ def validate_reset(body: Any) -> ResetOrder:
     if not (task_types or activity_events or audit_types or notes):
         raise RequestRejected(
             MANDATORY_MISSING,
-            "Specify at least one of TaskTypeList, ActivityEventList, AuditActivityList "
-            "or ShouldDeleteProspectNotes",
+            "Specify at least one of TaskTypeList, ActivityEventList, AuditActivityList or ShouldDeleteProspectNotes",
         )
     from_date, to_date = _date(body, "FromDate"), _date(body, "ToDate")
     if (from_date is None) != (to_date is None):

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from emulator_support import OTHER_LEAD_ID, config, make_lead
 from lsq_emulator import Emulator, run_emulator
+
+from tests.emulator.emulator_support import OTHER_LEAD_ID, config, make_lead
 
 
 @pytest.fixture
@@ -29,4 +30,3 @@ def leads_unchanged(emu: Emulator) -> Iterator[None]:
     before = copy.deepcopy(emu.leads())
     yield
     assert emu.leads() == before
-

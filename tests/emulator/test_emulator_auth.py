@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 import requests
-from emulator_support import ADMIN_HEADERS, LEAD_ID, RESET_PATH, TIMEOUT, VIEWER_HEADERS, config, post_reset
-
 from lsq_emulator import Account, run_emulator
+
+from tests.emulator.emulator_support import (
+    ADMIN_HEADERS,
+    LEAD_ID,
+    RESET_PATH,
+    TIMEOUT,
+    VIEWER_HEADERS,
+    config,
+    post_reset,
+)
 
 BODY = {"ProspectId": LEAD_ID, "ActivityEventList": [166]}
 
@@ -79,9 +87,7 @@ def test_keys_of_another_region_get_401_but_can_find_their_host():
     keys = {"x-LSQ-AccessKey": "u$in22", "x-LSQ-SecretKey": "in22-secret"}
     with run_emulator(config(accounts=[foreign], region="in21")) as emu:
         reset = post_reset(emu, BODY, headers=keys)
-        user = requests.get(
-            f"{emu.base_url}/v2/Authentication.svc/UserByAccessKey.Get", headers=keys, timeout=TIMEOUT
-        )
+        user = requests.get(f"{emu.base_url}/v2/Authentication.svc/UserByAccessKey.Get", headers=keys, timeout=TIMEOUT)
 
     assert reset.status_code == 401
     assert reset.json()["ExceptionType"] == "MXUnAuthorizedAccessException"

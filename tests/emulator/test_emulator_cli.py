@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from emulator_support import ADMIN_HEADERS, LEAD_ID, RESET_PATH, TIMEOUT, make_lead
+
+from tests.emulator.emulator_support import ADMIN_HEADERS, LEAD_ID, RESET_PATH, TIMEOUT, make_lead
 
 pytestmark = pytest.mark.slow
 

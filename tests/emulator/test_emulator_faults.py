@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
 import requests
-from emulator_support import LEAD_ID, TIMEOUT, config, make_lead, post_reset
-
 from lsq_emulator import run_emulator
 from lsq_emulator.config import EmulatorConfig
 from lsq_emulator.faults import FaultDice
+
+from tests.emulator.emulator_support import LEAD_ID, TIMEOUT, config, make_lead, post_reset
 
 pytestmark = pytest.mark.slow
 
@@ -117,10 +118,8 @@ def _outcomes(seed: int) -> list[str]:
     )
     with run_emulator(settings, leads=[make_lead()]) as emu:
         for _ in range(40):
-            try:
+            with contextlib.suppress(requests.exceptions.ChunkedEncodingError, requests.ConnectionError):
                 post_reset(emu, {"ProspectId": LEAD_ID, "ActivityEventList": [1]})
-            except requests.exceptions.RequestException:
-                pass
         return [call["outcome"] for call in emu.calls()]
 
 

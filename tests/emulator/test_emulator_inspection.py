@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import requests
-from emulator_support import LEAD_ID, OTHER_LEAD_ID, TIMEOUT, config, make_lead, post_reset
-
 from lsq_emulator import Emulator, EmulatorConfig, run_emulator
 from lsq_emulator.app import create_app
+
+from tests.emulator.emulator_support import LEAD_ID, OTHER_LEAD_ID, TIMEOUT, config, make_lead, post_reset
 
 CALL_RECORD_KEYS = {
     "seq", "time", "method", "path", "query", "account", "lead_id", "body", "raw_body",
@@ -45,7 +45,7 @@ def test_call_record_holds_what_was_sent(emu):
     assert record["account"] == "demo"
     assert record["lead_id"] == LEAD_ID
     assert record["body"] == {"ProspectId": LEAD_ID, "ActivityEventList": [166]}
-    assert record["raw_body"] == '{"ProspectId": "%s", "ActivityEventList": [166]}' % LEAD_ID
+    assert record["raw_body"] == f'{{"ProspectId": "{LEAD_ID}", "ActivityEventList": [166]}}'
     assert (record["status"], record["outcome"], record["exception_type"]) == (200, "queued", None)
     assert record["duration"] >= 0
 
@@ -135,6 +135,7 @@ def test_configure_in_process_and_clear_calls(emu):
     assert emu.calls()[0]["seq"] == 2
 
 
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient` is deprecated")
 def test_app_factory_serves_without_a_network_server():
     from fastapi.testclient import TestClient
 

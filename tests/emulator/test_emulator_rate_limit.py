@@ -6,9 +6,17 @@ import time
 
 import pytest
 import requests
-from emulator_support import ADMIN_HEADERS, LEAD_ID, TIMEOUT, VIEWER_HEADERS, config, make_lead, post_reset
-
 from lsq_emulator import Account, run_emulator
+
+from tests.emulator.emulator_support import (
+    ADMIN_HEADERS,
+    LEAD_ID,
+    TIMEOUT,
+    VIEWER_HEADERS,
+    config,
+    make_lead,
+    post_reset,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -27,9 +35,7 @@ def _lead_id(n: int) -> str:
 def test_thirty_quick_calls_at_25_per_5s_give_25_accepted_and_5_refused(style):
     leads = [make_lead(_lead_id(n)) for n in range(30)]
     with run_emulator(config(rate_limit=25, rate_window_seconds=5.0, rate_limit_style=style), leads=leads) as emu:
-        responses = [
-            post_reset(emu, {"ProspectId": _lead_id(n), "ShouldDeleteProspectNotes": True}) for n in range(30)
-        ]
+        responses = [post_reset(emu, {"ProspectId": _lead_id(n), "ShouldDeleteProspectNotes": True}) for n in range(30)]
 
         assert [r.status_code for r in responses[:25]] == [200] * 25
         assert all(r.json()["Status"] == "Success" for r in responses[:25])
@@ -123,3 +129,25 @@ def test_reads_count_toward_the_limit():
         reset = post_reset(emu, {"ProspectId": LEAD_ID, "ActivityEventList": [1]}).status_code
 
     assert (reads, reset) == ([200, 200], 429)
+
+
+def test_concurrent_calls_are_counted_exactly():
+    from concurrent.futures import ThreadPoolExecutor
+
+    leads = [make_lead(_lead_id(n)) for n in range(40)]
+    with run_emulator(config(rate_limit=25, rate_window_seconds=5.0), leads=leads) as emu:
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            statuses = list(
+                pool.map(
+                    lambda n: (
+                        post_reset(emu, {"ProspectId": _lead_id(n), "ShouldDeleteProspectNotes": True}).status_code
+                    ),
+                    range(40),
+                )
+            )
+        emptied = sum(1 for n in range(40) if emu.lead(_lead_id(n))["notes"] == [])
+        seqs = [call["seq"] for call in emu.calls()]
+
+    assert sorted(statuses) == [200] * 25 + [429] * 15
+    assert emptied == 25
+    assert seqs == list(range(1, 41))

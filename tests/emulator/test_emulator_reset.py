@@ -6,20 +6,19 @@ import time
 
 import pytest
 import requests
-from emulator_support import (
+from lsq_emulator import Emulator, load_seed_file, run_emulator
+
+from tests.emulator.emulator_support import (
     ADMIN_HEADERS,
     LEAD_ID,
     OTHER_LEAD_ID,
     TASK_TYPE_A,
-    TASK_TYPE_B,
     TIMEOUT,
     config,
     ids,
     make_lead,
     post_reset,
 )
-
-from lsq_emulator import Emulator, load_seed_file, run_emulator
 
 WINDOW = {"FromDate": "2020-10-14 18:30:00", "ToDate": "2020-10-16 18:29:59"}
 QUEUED = {"Status": "Success", "Message": {"Message": "Your request for lead reset has been queued."}}
@@ -142,8 +141,10 @@ def test_activity_retrieve_filters_by_event_and_pages(emu):
 
 def test_seed_file_loads_leads(tmp_path):
     path = tmp_path / "leads.json"
-    path.write_text('{"leads": [{"ProspectId": "L-1", "CreatedOn": "2021-01-01 00:00:00", "notes": '
-                    '[{"CreatedOn": "2021-02-01 00:00:00"}]}]}')
+    path.write_text(
+        '{"leads": [{"ProspectId": "L-1", "CreatedOn": "2021-01-01 00:00:00", "notes": '
+        '[{"CreatedOn": "2021-02-01 00:00:00"}]}]}'
+    )
 
     leads = load_seed_file(path)
     emulator = Emulator(config(), leads)

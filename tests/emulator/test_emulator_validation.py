@@ -4,12 +4,37 @@ from __future__ import annotations
 
 import pytest
 import requests
-from emulator_support import ADMIN_HEADERS, LEAD_ID, RESET_PATH, TIMEOUT, post_reset
+from lsq_emulator import run_emulator
+
+from tests.emulator.emulator_support import (
+    ADMIN_HEADERS,
+    LEAD_ID,
+    OTHER_LEAD_ID,
+    RESET_PATH,
+    TIMEOUT,
+    config,
+    make_lead,
+    post_reset,
+)
 
 MISSING = "MXMandatoryAttributeMissingException"
 INPUT = "MXInvalidInputException"
 JSON = "MXInvalidJsonException"
 WINDOW = {"FromDate": "2020-10-14 18:30:00", "ToDate": "2020-10-16 18:29:59"}
+
+
+@pytest.fixture(scope="module")
+def served():
+    """One server for the module: these tests only need fresh leads and an empty call log."""
+    with run_emulator(config()) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def emu(served):
+    served.add_leads([make_lead(), make_lead(OTHER_LEAD_ID)])
+    served.clear_calls()
+    return served
 
 
 def _valid(**changes):

@@ -1,0 +1,94 @@
+"""Shared fixtures: an isolated Airflow environment, the emulator, and connections from env vars."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Airflow reads its configuration on first import: isolate it before any test imports it.
+_AIRFLOW_HOME = Path(os.environ.get("PYTEST_AIRFLOW_HOME", "/tmp/leadsquared-tests-airflow-home"))
+_AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
+
+ADMIN_ACCESS, ADMIN_SECRET = "u$demo-access", "demo-secret"
+VIEWER_ACCESS, VIEWER_SECRET = "u$viewer-access", "viewer-secret"
+
+
+def new_lead_id() -> str:
+    return str(uuid.uuid4())
+
+
+def lsq_lead(lead_id: str | None = None, records: dict[str, list] | None = None) -> dict[str, Any]:
+    """A lead for the emulator's store, with no records unless given."""
+    lead = {
+        "ProspectId": lead_id or new_lead_id(),
+        "CreatedOn": "2026-01-01 00:00:00",
+        "activities": [],
+        "audits": [],
+        "tasks": [],
+        "notes": [],
+    }
+    lead.update(records or {})
+    return lead
+
+
+@pytest.fixture
+def lsq_connection(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., str]:
+    """Define a LeadSquared connection as an AIRFLOW_CONN_* env var; returns its conn id."""
+
+    def define(
+        host: str,
+        *,
+        conn_id: str = "leadsquared_test",
+        login: str | None = ADMIN_ACCESS,
+        password: str | None = ADMIN_SECRET,
+        **extra: Any,
+    ) -> str:
+        extra.setdefault("rate_budget_url", f"sqlite:///{tmp_path / 'budget.sqlite'}")
+        extra.setdefault("backoff_initial_seconds", 0.01)
+        extra.setdefault("backoff_max_seconds", 0.05)
+        conn = {"conn_type": "leadsquared", "host": host, "extra": extra}
+        if login is not None:
+            conn["login"] = login
+        if password is not None:
+            conn["password"] = password
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+        return conn_id
+
+    return define
+
+
+@pytest.fixture
+def sqlite_warehouse(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An empty SQLite warehouse as connection ``warehouse_test``."""
+    path = tmp_path / "warehouse.db"
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_TEST", json.dumps({"conn_type": "sqlite", "host": str(path)}))
+    yield "warehouse_test", path
+
+
+# --- Throwaway PostgreSQL server (tests/pg_server.py); needs Debian's `postgresql` package, no skipping ---
+from tests.pg_server import PostgresServer, unique_db_name  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A started throwaway PostgreSQL server on 127.0.0.1 (trust auth, user ``postgres``), one per session."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_db(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, uniquely named database on ``postgres_server``; yields its name, drops it afterwards."""
+    name = postgres_server.create_database(unique_db_name())
+    yield name
+    postgres_server.drop_database(name)

@@ -1,0 +1,263 @@
+"""LeadSquaredHook against the running emulator: every answer class, the budget, auth and secrets."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import pytest
+from leadsquared_provider.exceptions import InvalidConnection, InvalidResetRequest, LeadSquaredAuthError
+from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
+from leadsquared_provider.outcomes import Outcome
+from leadsquared_provider.reset_request import ResetRequest, ResetScope
+from lsq_emulator import EmulatorConfig, run_emulator
+
+from tests.conftest import ADMIN_ACCESS, ADMIN_SECRET, VIEWER_ACCESS, VIEWER_SECRET, lsq_lead, new_lead_id
+
+WINDOW = {
+    "from_date": datetime(2026, 5, 1, 18, 30, tzinfo=UTC),
+    "to_date": datetime(2026, 5, 2, 18, 29, 59, tzinfo=UTC),
+}
+SCOPE = ResetScope(activity_event_codes=(166,), audit_types=("StageChange",), **WINDOW)
+
+
+def reset_calls(emu) -> list[dict]:
+    return [c for c in emu.calls() if c["path"].endswith("Lead.Reset")]
+
+
+@pytest.fixture
+def lead_id() -> str:
+    return new_lead_id()
+
+
+@pytest.fixture
+def served(lead_id):
+    with run_emulator(EmulatorConfig(rate_limit=1000, rate_window_seconds=1.0), leads=[lsq_lead(lead_id)]) as emu:
+        yield emu
+
+
+def test_queued_sends_exact_body_with_keys_in_headers_only(served, lsq_connection, lead_id):
+    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(served.base_url))
+
+    result = hook.reset_lead(ResetRequest(lead_id.upper(), SCOPE))
+
+    assert result.outcome is Outcome.QUEUED
+    assert (result.status_code, result.attempts) == (200, 1)
+    [call] = reset_calls(served)
+    assert call["method"] == "POST"
+    assert call["query"] == ""
+    assert call["account"] == "demo"
+    assert call["body"] == {
+        "ProspectId": lead_id,
+        "ActivityEventList": [166],
+        "AuditActivityList": ["StageChange"],
+        "FromDate": "2026-05-01 18:30:00",
+        "ToDate": "2026-05-02 18:29:59",
+    }
+
+
+@pytest.mark.parametrize(
+    ("scope_kwargs", "message"),
+    [
+        pytest.param({}, "no category chosen", id="no-category"),
+        pytest.param({"activity_event_codes": ("abc",), **WINDOW}, "not an integer", id="non-integer-code"),
+        pytest.param({"audit_types": ("Deleted",), **WINDOW}, "audit type 'Deleted' is unknown", id="audit-type"),
+        pytest.param({"task_type_ids": ("x",), **WINDOW}, "task type id 'x' is not a GUID", id="task-type"),
+        pytest.param({"delete_notes": True}, "no window given", id="all-time-without-opt-in"),
+        pytest.param(
+            {"delete_notes": True, "from_date": WINDOW["to_date"], "to_date": WINDOW["from_date"]},
+            "is after to_date",
+            id="from-after-to",
+        ),
+        pytest.param(
+            {"delete_notes": True, "from_date": "2026-05-01T00:00:00", "to_date": "2026-05-02T00:00:00+00:00"},
+            "has no timezone",
+            id="naive-date",
+        ),
+        pytest.param(
+            {"delete_notes": True, "from_date": "01/05/2026", "to_date": "2026-05-02T00:00:00+00:00"},
+            "not an ISO-8601 date-time",
+            id="malformed-date",
+        ),
+        pytest.param({"delete_notes": True, "from_date": "2026-05-01T00:00:00+00:00"}, "give both", id="half-window"),
+    ],
+)
+def test_invalid_scope_is_refused_before_sending(served, scope_kwargs, message):
+    with pytest.raises(InvalidResetRequest, match=message):
+        ResetScope(**scope_kwargs)
+    assert served.calls() == []
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("not-a-guid", id="not-guid"),
+        pytest.param("'; DROP TABLE leads; --", id="sql-looking"),
+        pytest.param(None, id="null"),
+        pytest.param(12345, id="number"),
+    ],
+)
+def test_invalid_lead_id_is_refused_before_sending(served, bad_id):
+    with pytest.raises(InvalidResetRequest, match="lead id"):
+        ResetRequest(bad_id, SCOPE)
+    assert served.calls() == []
+
+
+def test_all_time_is_sent_without_dates_only_when_allowed(served, lsq_connection, lead_id):
+    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(served.base_url))
+    scope = ResetScope(delete_notes=True, allow_all_time=True)
+
+    assert hook.reset_lead(ResetRequest(lead_id, scope)).outcome is Outcome.QUEUED
+    assert reset_calls(served)[0]["body"] == {"ProspectId": lead_id, "ShouldDeleteProspectNotes": True}
+
+
+def test_unknown_lead_is_rejected_once_without_retry(served, lsq_connection):
+    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(served.base_url))
+
+    result = hook.reset_lead(ResetRequest(new_lead_id(), SCOPE))
+
+    assert result.outcome is Outcome.REJECTED
+    assert (result.status_code, result.exception_type) == (400, "MXInvalidEntityReferenceException")
+    assert len(reset_calls(served)) == 1
+
+
+@pytest.mark.parametrize(
+    ("login", "password", "path_suffix", "status"),
+    [
+        pytest.param("u$nobody", "wrong", "", 401, id="wrong-keys"),
+        pytest.param(VIEWER_ACCESS, VIEWER_SECRET, "", 401, id="non-admin"),
+        pytest.param(ADMIN_ACCESS, ADMIN_SECRET, "/wrong-region", 404, id="wrong-host-path"),
+    ],
+)
+def test_auth_failure_is_sent_once_then_nothing_more(
+    served, lsq_connection, lead_id, login, password, path_suffix, status
+):
+    hook = LeadSquaredHook(
+        leadsquared_conn_id=lsq_connection(served.base_url + path_suffix, login=login, password=password)
+    )
+
+    result = hook.reset_lead(ResetRequest(lead_id, SCOPE))
+    assert result.outcome is Outcome.AUTH_FAILED
+    assert (result.status_code, result.attempts) == (status, 1)
+    with pytest.raises(LeadSquaredAuthError, match="not sent"):
+        hook.reset_lead(ResetRequest(lead_id, SCOPE))
+    assert len(served.calls()) == 1
+    assert served.lead(lead_id) is not None
+
+
+@pytest.mark.parametrize(
+    ("fault", "exception_type"),
+    [
+        pytest.param({"fault_5xx_rate": 1.0}, None, id="5xx"),
+        pytest.param({"fault_html_rate": 1.0}, None, id="html-page"),
+        pytest.param({"fault_non_json_200_rate": 1.0}, None, id="non-json-200"),
+        pytest.param({"fault_drop_rate": 1.0}, "ChunkedEncodingError", id="dropped-connection"),
+        pytest.param({"fault_timeout_rate": 1.0, "hang_seconds": 1.5}, "ReadTimeout", id="timeout"),
+    ],
+)
+def test_transient_answers_retry_up_to_the_budget_then_fail(served, lsq_connection, lead_id, fault, exception_type):
+    served.configure(**fault)
+    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(served.base_url, max_retries=2, timeout_seconds=0.5))
+
+    result = hook.reset_lead(ResetRequest(lead_id, SCOPE))
+
+    assert result.outcome is Outcome.FAILED
+    assert result.attempts == 3
+    assert result.message.startswith("gave up after 3 attempt(s)")
+    if exception_type:
+        assert result.exception_type in (exception_type, "ConnectionError")
+    assert len(reset_calls(served)) == 3
+    assert served.stats()["accepted_by_lead"].get(lead_id, 0) == 0
+
+
+def test_transient_faults_then_success_is_queued_once(served, lsq_connection, lead_id):
+    served.configure(fault_5xx_rate=0.6, seed=3)
+    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(served.base_url, max_retries=10))
+
+    results = [hook.reset_lead(ResetRequest(lead_id, SCOPE)) for _ in range(3)]
+
+    assert all(r.outcome is Outcome.QUEUED for r in results)
+    assert sum(r.attempts for r in results) == len(reset_calls(served)) > 3
+    assert served.stats()["accepted_by_lead"][lead_id] == 3
+
+
+@pytest.mark.parametrize("style", ["429", "200", "403"])
+def test_rate_limit_answers_are_waited_out_not_failures(lsq_connection, style):
+    leads = [lsq_lead() for _ in range(8)]
+    config = EmulatorConfig(rate_limit=3, rate_window_seconds=1.0, rate_limit_style=style)
+    with run_emulator(config, leads=leads) as emu:
+        # The connection claims a bigger plan than the account has: the API must push back.
+        hook = LeadSquaredHook(
+            leadsquared_conn_id=lsq_connection(emu.base_url, rate_limit=6, rate_window_seconds=1, rate_margin_seconds=0)
+        )
+        results = [hook.reset_lead(ResetRequest(lead["ProspectId"], SCOPE)) for lead in leads]
+        stats = emu.stats()
+
+    assert [r.outcome for r in results] == [Outcome.QUEUED] * 8
+    assert stats["rate_limited"][style] >= 1
+    assert sum(r.attempts for r in results) == 8 + stats["rate_limited"][style]
+    assert sorted(stats["accepted_by_lead"].values()) == [1] * 8
+
+
+def test_budget_keeps_calls_under_the_limit(lsq_connection):
+    leads = [lsq_lead() for _ in range(12)]
+    with run_emulator(EmulatorConfig(rate_limit=4, rate_window_seconds=1.0), leads=leads) as emu:
+        hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(emu.base_url, rate_limit=4, rate_window_seconds=1))
+        results = [hook.reset_lead(ResetRequest(lead["ProspectId"], SCOPE)) for lead in leads]
+        stats = emu.stats()
+        times = [c["time"] for c in reset_calls(emu)]
+
+    assert all(r.outcome is Outcome.QUEUED for r in results)
+    assert sum(stats["rate_limited"].values()) == 0
+    assert times[-1] - times[0] >= 2.0  # 12 calls at 4 per 1.2 s need at least two more windows
+    assert sum(r.budget_wait_seconds for r in results) > 1.5
+
+
+def test_secret_never_in_urls_logs_results_or_errors(served, lsq_connection, lead_id, caplog):
+    served.configure(fault_5xx_rate=0.5, seed=1)
+    caplog.set_level(logging.DEBUG)
+    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(served.base_url, max_retries=3))
+    results = [hook.reset_lead(ResetRequest(lead_id, SCOPE)) for _ in range(4)]
+    bad = LeadSquaredHook(leadsquared_conn_id=lsq_connection(served.base_url, conn_id="bad", password="s3cr3t-xyz"))
+    bad_result = bad.reset_lead(ResetRequest(lead_id, SCOPE))
+    with pytest.raises(LeadSquaredAuthError) as raised:
+        bad.reset_lead(ResetRequest(lead_id, SCOPE))
+
+    recorded = repr(served.calls())
+    texts = [recorded, caplog.text, repr(results), repr(bad_result), str(raised.value)]
+    for secret in (ADMIN_SECRET, "s3cr3t-xyz"):
+        assert all(secret not in text for text in texts)
+    assert all("secretKey" not in c["query"] and "accessKey" not in c["query"] for c in served.calls())
+
+
+def test_connection_missing_its_secret_is_refused(served, lsq_connection, lead_id):
+    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(served.base_url, password=None))
+    with pytest.raises(InvalidConnection, match="secret key as password"):
+        hook.reset_lead(ResetRequest(lead_id, SCOPE))
+    assert served.calls() == []
+
+
+def test_connection_bad_extra_names_the_field(served, lsq_connection, lead_id):
+    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(served.base_url, rate_limit="lots"))
+    with pytest.raises(InvalidConnection, match="'rate_limit' = 'lots'"):
+        hook.reset_lead(ResetRequest(lead_id, SCOPE))
+    assert served.calls() == []
+
+
+@pytest.mark.parametrize(
+    ("login", "password", "ok", "text"),
+    [
+        pytest.param(ADMIN_ACCESS, ADMIN_SECRET, True, "Administrator", id="admin"),
+        pytest.param(VIEWER_ACCESS, VIEWER_SECRET, False, "needs an administrator", id="non-admin"),
+        pytest.param("u$nobody", "nope", False, "401", id="wrong-keys"),
+    ],
+)
+def test_test_connection(served, lsq_connection, login, password, ok, text):
+    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(served.base_url, login=login, password=password))
+
+    result, message = hook.test_connection()
+
+    assert result is ok
+    assert text in message
+    assert [c["path"] for c in served.calls()] == ["/v2/Authentication.svc/UserByAccessKey.Get"]
