@@ -113,9 +113,16 @@ def leadsquared_reset():
     @task
     def plan() -> list[dict[str, int]]:
         """Window, candidates, guards; stages the batches in the warehouse and returns small descriptors."""
+        from airflow.sdk.exceptions import AirflowFailException
+        from leadsquared_provider.exceptions import PlanError
         from leadsquared_provider.run_tasks import plan_run
 
-        return plan_run(get_current_context(), warehouse_conn_id=WAREHOUSE_CONN_ID)
+        try:
+            return plan_run(
+                get_current_context(), warehouse_conn_id=WAREHOUSE_CONN_ID, leadsquared_conn_id=LEADSQUARED_CONN_ID
+            )
+        except PlanError as refused:  # bad params, guards, credentials: retrying would not help
+            raise AirflowFailException(str(refused)) from refused
 
     @task(map_index_template="{{ batch_label }}")
     def check(batch: dict[str, int]) -> dict[str, int]:

@@ -117,6 +117,8 @@ def prepare(env: Mapping[str, str], connections: Mapping[str, Mapping[str, Any]]
     home = Path(env["AIRFLOW_HOME"])
     airflow_cli(env, "db", "migrate")
     airflow_cli(env, "pools", "import", str(PROJECT / "include" / "pools.json"))
+    if not connections:
+        return
     conn_file = home / "connections.json"
     conn_file.write_text(json.dumps(connections, indent=1))
     conn_file.chmod(0o600)
@@ -194,11 +196,11 @@ class AirflowStack:
             self._token = response.json()["access_token"]
         return self._token
 
-    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+    def api(self, method: str, path: str, headers: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
         response = requests.request(
             method,
             f"{self.config.api_url}/api/v2{path}",
-            headers={"Authorization": f"Bearer {self.token()}"},
+            headers={"Authorization": f"Bearer {self.token()}", **(headers or {})},
             timeout=60,
             **kwargs,
         )

@@ -75,7 +75,14 @@ def default_accounts() -> list[Account]:
 
 @dataclass(frozen=True)
 class EmulatorConfig:
-    """Everything that shapes the emulator's answers; see the package docstring for each knob."""
+    """Everything that shapes the emulator's answers.
+
+    ``rate_limit`` admitted calls per account in any ``rate_window_seconds`` span, refused as HTTP
+    ``rate_limit_style`` ("429", "200" or "403"); ``latency`` (min, max) seconds added to every API
+    answer; ``fault_*_rate`` and ``rate_limit_burst_rate`` are per-call probabilities drawn from
+    ``random.Random(seed)``; a timeout fault hangs ``hang_seconds`` then answers 504; an accepted reset
+    is applied ``reset_apply_delay`` seconds later; keys of an account outside ``region`` get 401.
+    """
 
     accounts: list[Account] = field(default_factory=default_accounts)
     rate_limit: int = 25

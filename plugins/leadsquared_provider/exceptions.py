@@ -28,5 +28,9 @@ class PlanError(LeadSquaredError, ValueError):
     """A run's plan was refused (bad params, guard tripped, query failed); nothing was sent."""
 
 
+class CandidateQueryError(LeadSquaredError):
+    """The candidate query failed on the warehouse (may be transient: the task retries)."""
+
+
 class ResetFailuresError(LeadSquaredError):
     """A batch or a run holds more failed leads than it may."""

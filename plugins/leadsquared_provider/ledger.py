@@ -9,7 +9,8 @@ sync logs of Hightouch or Census. It is what makes runs safe to retry:
 - ``leadsquared_reset_audit``: one row per (run, lead): outcome, HTTP status, exception, attempts, times.
   A lead is marked ``sending`` before its request and given its final outcome after it, so a crash
   leaves evidence of the request that was in flight. A lead already ``queued`` under the same scope key
-  (window + categories), in this run or any other, is never sent again.
+  (window + categories), in this run or any other, or rejected for good (400, lead not found), is never
+  sent again; it gets an ``already_done`` row.
 
 Only portable SQL is used (``ON CONFLICT ... DO UPDATE`` works in SQLite >= 3.24 and PostgreSQL).
 """
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from leadsquared_provider.outcomes import ResetResult
+from leadsquared_provider.outcomes import Outcome, ResetResult
 
 if TYPE_CHECKING:
     from airflow.providers.common.sql.hooks.sql import DbApiHook
@@ -214,15 +215,17 @@ class ResetLedger:
 
     # -- outcomes -----------------------------------------------------------------------------------
 
-    def already_queued(self, lead_ids: Sequence[str], scope_key: str) -> set[str]:
-        """Leads whose reset LeadSquared already accepted under this scope key, in any run."""
+    def already_done(self, lead_ids: Sequence[str], scope_key: str) -> set[str]:
+        """Leads settled under this scope key: queued (accepted) or rejected for good by LeadSquared,
+        by an earlier try of this run or by any other run. They are never sent again."""
         found: set[str] = set()
         for start in range(0, len(lead_ids), 500):
             part = lead_ids[start : start + 500]
             marks = ", ".join("?" for _ in part)
             rows = self._execute(
                 f"""SELECT DISTINCT lead_id FROM {AUDIT}
-                    WHERE scope_key = ? AND outcome = 'queued' AND lead_id IN ({marks})""",
+                    WHERE scope_key = ? AND lead_id IN ({marks}) AND (outcome = 'queued'
+                       OR (outcome = 'rejected' AND status_code IS NOT NULL))""",
                 (scope_key, *part),
             )
             found.update(r[0] for r in rows)
@@ -245,7 +248,13 @@ class ResetLedger:
         result: ResetResult,
         sends: int | None = None,
     ) -> None:
-        """Write (or overwrite) the lead's row for this run. ``sends`` counts requests that may have gone out."""
+        """Write (or overwrite) the lead's row for this run. ``sends`` counts requests that may have gone out.
+
+        An ``already_done`` result never overwrites a final (queued/rejected) row of this run.
+        """
+        keep_final = (
+            f" WHERE {AUDIT}.outcome NOT IN ('queued', 'rejected')" if result.outcome == Outcome.ALREADY_DONE else ""
+        )
         categories = {k: scope[k] for k in ("activity_event_codes", "task_type_ids", "audit_types", "delete_notes")}
         self._execute(
             f"""INSERT INTO {AUDIT} (run_key, lead_id, dag_id, batch, scope_key, from_date, to_date, categories,
@@ -256,7 +265,7 @@ class ResetLedger:
                    exception_type = excluded.exception_type, message = excluded.message,
                    attempts = {AUDIT}.attempts + excluded.attempts, sends = {AUDIT}.sends + excluded.sends,
                    started_at = COALESCE({AUDIT}.started_at, excluded.started_at),
-                   finished_at = excluded.finished_at, budget_wait = excluded.budget_wait""",
+                   finished_at = excluded.finished_at, budget_wait = excluded.budget_wait{keep_final}""",
             (
                 key,
                 result.lead_id,

@@ -9,6 +9,8 @@ Classes (``Outcome``):
 - ``failed``: transient trouble (5xx, timeout, dropped connection, non-JSON) outlasted the retry budget.
 - ``skipped``: not sent because the run stopped (credentials failed) before its turn.
 - ``dry_run``: would have been sent; dry runs send nothing.
+- ``already_done``: queued or rejected by an earlier try or run under the same window and categories;
+  not sent again.
 - ``sending``: a request was (possibly) in flight when the process died; resolved on the next attempt.
 
 Rate-limit answers (429; HTTP 200 or 403 with ``MXAPIRateLimitExceededException``) are not outcomes:
@@ -34,6 +36,7 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"
     DRY_RUN = "dry_run"
     SENDING = "sending"
+    ALREADY_DONE = "already_done"
 
 
 class AnswerClass(StrEnum):

@@ -7,7 +7,13 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from leadsquared_provider.exceptions import LeadSquaredAuthError, PlanError, ResetFailuresError
+from leadsquared_provider.exceptions import (
+    CandidateQueryError,
+    InvalidConnection,
+    LeadSquaredAuthError,
+    PlanError,
+    ResetFailuresError,
+)
 from leadsquared_provider.ledger import ResetLedger, RunRecord, run_key
 from leadsquared_provider.outcomes import Outcome, ResetResult
 from leadsquared_provider.planning import (
@@ -31,7 +37,9 @@ def _query_lead_ids(ledger: ResetLedger, sql: str, chunk: int = 10_000) -> Itera
         cursor.execute(sql)
     except Exception as exc:  # the driver's own error class varies by warehouse
         cursor.close()
-        raise PlanError(f"candidate query include/sql/{CANDIDATE_QUERY} failed, nothing was sent: {exc}") from exc
+        raise CandidateQueryError(
+            f"candidate query include/sql/{CANDIDATE_QUERY} failed, nothing was sent: {exc}"
+        ) from exc
     try:
         while rows := cursor.fetchmany(chunk):
             for row in rows:
@@ -40,8 +48,23 @@ def _query_lead_ids(ledger: ResetLedger, sql: str, chunk: int = 10_000) -> Itera
         cursor.close()
 
 
-def plan_run(context: Mapping[str, Any], *, warehouse_conn_id: str) -> list[dict[str, int]]:
-    """Resolve the scope, run and clean the candidate query, apply the guards, stage the batches."""
+def check_credentials(leadsquared_conn_id: str) -> str:
+    """One ``UserByAccessKey.Get`` before any reset: wrong keys, host or a non-admin user stop the run here."""
+    from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
+
+    hook = LeadSquaredHook(leadsquared_conn_id=leadsquared_conn_id)
+    try:
+        user = hook.get_user()
+    except (LeadSquaredAuthError, InvalidConnection) as exc:
+        raise PlanError(f"connection {leadsquared_conn_id!r} refused, no lead was sent: {exc}") from None
+    problem = hook.admin_problem(user)
+    if problem:
+        raise PlanError(f"connection {leadsquared_conn_id!r}: {problem}; no lead was sent")
+    return f"keys of {user.get('EmailAddress') or '?'} ({user.get('Role')}) accepted by {hook.base_url}"
+
+
+def plan_run(context: Mapping[str, Any], *, warehouse_conn_id: str, leadsquared_conn_id: str) -> list[dict[str, int]]:
+    """Resolve the scope, check the keys, run and clean the candidate query, apply the guards, stage batches."""
     params = context["params"]
     dag_run = context["dag_run"]
     key = run_key(dag_run.dag_id, dag_run.run_id)
@@ -59,6 +82,8 @@ def plan_run(context: Mapping[str, Any], *, warehouse_conn_id: str) -> list[dict
         scope.categories_text,
         " - DRY RUN, nothing will be sent" if params.get("dry_run") else "",
     )
+    if not params.get("dry_run"):
+        log.info("LeadSquared: %s", check_credentials(leadsquared_conn_id))
     ledger = ResetLedger(warehouse_conn_id)
     try:
         ledger.ensure_tables()

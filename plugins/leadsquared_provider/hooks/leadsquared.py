@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.http.hooks.http import HttpHook
 
-from leadsquared_provider.exceptions import InvalidConnection, LeadSquaredAuthError
+from leadsquared_provider.exceptions import InvalidConnection, LeadSquaredAuthError, LeadSquaredError
 from leadsquared_provider.outcomes import Answer, AnswerClass, Outcome, ResetResult, classify_answer
 from leadsquared_provider.rate_budget import RateBudget, account_tag
 
@@ -244,15 +244,27 @@ class LeadSquaredHook(HttpHook):
         )
 
     def get_user(self) -> dict[str, Any]:
-        """The user the keys belong to (``UserByAccessKey.Get``)."""
+        """The user the keys belong to (``UserByAccessKey.Get``).
+
+        :raises LeadSquaredAuthError: keys or host refused (401/404).
+        :raises LeadSquaredError: any other failure, after the retry budget.
+        """
         answer, _, _ = self._call_with_retries("GET", USER_ENDPOINT, None)
+        described = f"UserByAccessKey.Get answered {answer.status_code} {answer.exception_type}: {answer.message}"
+        if answer.kind is AnswerClass.AUTH_FAILED:
+            raise LeadSquaredAuthError(described, status_code=answer.status_code, exception_type=answer.exception_type)
         if answer.kind is not AnswerClass.QUEUED or not isinstance(answer.payload, dict):
-            raise LeadSquaredAuthError(
-                f"UserByAccessKey.Get answered {answer.status_code} {answer.exception_type}: {answer.message}",
-                status_code=answer.status_code,
-                exception_type=answer.exception_type,
-            )
+            raise LeadSquaredError(described)
         return answer.payload
+
+    @staticmethod
+    def admin_problem(user: dict[str, Any]) -> str | None:
+        """Why these keys cannot reset leads (Lead.Reset needs an administrator), or None."""
+        role = user.get("Role", "?")
+        if "admin" in str(role).lower():
+            return None
+        name = user.get("EmailAddress") or user.get("FirstName") or "?"
+        return f"keys belong to {name} with role {role!r}: Lead.Reset needs an administrator"
 
     def test_connection(self) -> tuple[bool, str]:
         """Check host and keys with ``UserByAccessKey.Get``; the keys must be an admin's."""
@@ -260,8 +272,8 @@ class LeadSquaredHook(HttpHook):
             user = self.get_user()
         except Exception as exc:  # the UI shows the message; nothing else may escape
             return False, f"{type(exc).__name__}: {exc}"
-        role = user.get("Role", "?")
+        problem = self.admin_problem(user)
+        if problem:
+            return False, problem
         name = user.get("EmailAddress") or user.get("FirstName") or "?"
-        if "admin" not in str(role).lower():
-            return False, f"keys belong to {name} with role {role!r}: Lead.Reset needs an administrator"
-        return True, f"connected as {name} ({role}) on {self.base_url}"
+        return True, f"connected as {name} ({user.get('Role')}) on {self.base_url}"

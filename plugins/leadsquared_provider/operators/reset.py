@@ -92,17 +92,18 @@ class LeadSquaredResetOperator(BaseOperator):
             run = ledger.load_run(key)
             scope = ResetScope.from_mapping(run.scope)
             leads = ledger.candidate_slice(key, batch["first"], batch["last"])
-            already = ledger.already_queued(leads, run.scope_key)
+            already = ledger.already_done(leads, run.scope_key)
             todo = [lead for lead in leads if lead not in already]
             self.log.info(
-                "%s: %d leads, %d already queued under this window and categories, %d to send%s",
+                "%s: %d leads, %d already done under this window and categories, %d to send%s",
                 batch_label(batch),
                 len(leads),
                 len(already),
                 len(todo),
                 " (dry run)" if run.dry_run else "",
             )
-            counts: Counter[str] = Counter({"already_queued": len(already)})
+            counts: Counter[str] = Counter()
+            self._record_settled(ledger, run, batch["batch"], already, counts)
             if run.dry_run:
                 self._record_dry_run(ledger, run, batch["batch"], todo, counts)
             else:
@@ -118,6 +119,25 @@ class LeadSquaredResetOperator(BaseOperator):
             ledger.close()
         self.log.info("%s done: %s", batch_label(batch), dict(counts))
         return {"batch": batch["batch"], "leads": len(leads), **counts}
+
+    def _record_settled(
+        self, ledger: ResetLedger, run: RunRecord, batch: int, leads: set[str], counts: Counter[str]
+    ) -> None:
+        """Give leads settled earlier their row in this run, without sending them."""
+        now = time.time()
+        for lead in sorted(leads):
+            message = "not sent: already queued or rejected under this window and categories"
+            result = ResetResult(lead, Outcome.ALREADY_DONE, None, None, message, 0, now, now)
+            ledger.record(
+                key=run.run_key,
+                dag_id=run.dag_id,
+                batch=batch,
+                scope=run.scope,
+                scope_key=run.scope_key,
+                result=result,
+                sends=0,
+            )
+            counts[Outcome.ALREADY_DONE] += 1
 
     def _record_dry_run(
         self, ledger: ResetLedger, run: RunRecord, batch: int, todo: list[str], counts: Counter[str]

@@ -1,0 +1,113 @@
+"""One real Airflow (api-server, scheduler, dag-processor) per warehouse kind, with the emulator."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from devstack import AirflowStack, StackConfig, free_port
+from lsq_emulator import EmulatorConfig, run_emulator
+
+from tests.conftest import ADMIN_ACCESS, ADMIN_SECRET, lsq_lead
+from tests.e2e.scenario import MISSING_LEAD, Scenario
+from tests.pg_server import unique_db_name
+
+
+@dataclass
+class E2E:
+    stack: AirflowStack
+    emulator: Any
+    scenario: Scenario
+    kind: str
+    query: Any  # query(sql, params) -> list of tuples, against the warehouse
+
+    def reset_calls(self) -> list[dict[str, Any]]:
+        return [c for c in self.emulator.calls() if c["path"].endswith("Lead.Reset")]
+
+    def audit(self, run_id: str) -> dict[str, tuple]:
+        rows = self.query(
+            "SELECT lead_id, outcome, status_code, exception_type, batch, from_date, to_date, attempts, sends "
+            "FROM leadsquared_reset_audit WHERE run_key = " + ("?" if self.kind == "sqlite" else "%s"),
+            (f"leadsquared_reset/{run_id}",),
+        )
+        return {r[0]: r[1:] for r in rows}
+
+
+def _start(tmp: Path, kind: str, warehouse_conn: str, query: Any, scenario: Scenario) -> Iterator[E2E]:
+    leads = [*scenario.leads, lsq_lead("1e1e1e1e-0000-4000-8000-000000000001")]
+    config = EmulatorConfig(rate_limit=25, rate_window_seconds=5.0, latency=(0.02, 0.1))
+    assert all(lead["ProspectId"] != MISSING_LEAD for lead in leads)
+    with run_emulator(config, leads=leads) as emu:
+        lsq = {
+            "conn_type": "leadsquared",
+            "host": emu.base_url,
+            "login": ADMIN_ACCESS,
+            "password": ADMIN_SECRET,
+            "extra": {
+                "rate_limit": 25,
+                "rate_window_seconds": 5,
+                "timeout_seconds": 5,
+                "rate_budget_url": f"sqlite:///{tmp / 'budget.sqlite'}",
+            },
+        }
+        stack = AirflowStack(
+            StackConfig(
+                home=tmp / "airflow",
+                api_port=free_port(),
+                parallelism=4,
+                extra_env={
+                    "AIRFLOW_CONN_LEADSQUARED_DEFAULT": json.dumps(lsq),
+                    "AIRFLOW_CONN_WAREHOUSE_DEFAULT": warehouse_conn,
+                },
+            )
+        )
+        from devstack import prepare
+
+        prepare(stack.env, {})
+        with stack:
+            stack.wait_for_dag()
+            yield E2E(stack, emu, scenario, kind, query)
+
+
+@pytest.fixture(scope="module")
+def sqlite_e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    tmp = tmp_path_factory.mktemp("e2e-sqlite")
+    scenario = Scenario()
+    warehouse = tmp / "warehouse.db"
+    scenario.sqlite_warehouse(warehouse)
+
+    def query(sql: str, params: tuple = ()) -> list[tuple]:
+        with sqlite3.connect(warehouse) as conn:
+            rows = conn.execute(sql, params).fetchall()
+        conn.close()
+        return rows
+
+    yield from _start(tmp, "sqlite", json.dumps({"conn_type": "sqlite", "host": str(warehouse)}), query, scenario)
+
+
+@pytest.fixture(scope="module")
+def postgres_e2e(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any) -> Iterator[E2E]:
+    import psycopg2
+
+    tmp = tmp_path_factory.mktemp("e2e-postgres")
+    scenario = Scenario()
+    dbname = postgres_server.create_database(unique_db_name())
+    dsn = postgres_server.dsn(dbname)
+
+    def query(sql: str, params: tuple = ()) -> list[tuple]:
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            rows = cur.fetchall() if cur.description else []
+        conn.close()
+        return rows
+
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        scenario.write_warehouse_rows(lambda sql, rows: cur.executemany(sql, rows) if rows else cur.execute(sql))
+    conn.close()
+    yield from _start(tmp, "postgres", postgres_server.airflow_conn_json(dbname), query, scenario)
