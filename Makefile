@@ -24,6 +24,7 @@ airflow: $(STAMP)  ## the Airflow UI on the demo set-up (login printed)
 	$(BIN)/python -m devstack.demo ui
 
 test: $(STAMP)  ## the whole test suite, the slow end-to-end tests included
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task, task_group
+
 from leadsquared_provider.operators.reset import LeadSquaredResetOperator
 
 # ---- Edit here: the defaults of every run (each can be overridden in the trigger form) ------------------
@@ -114,6 +115,7 @@ def leadsquared_reset():
     def plan() -> list[dict[str, int]]:
         """Window, candidates, guards; stages the batches in the warehouse and returns small descriptors."""
         from airflow.sdk.exceptions import AirflowFailException
+
         from leadsquared_provider.exceptions import PlanError
         from leadsquared_provider.run_tasks import plan_run
 
@@ -127,12 +129,18 @@ def leadsquared_reset():
     @task(map_index_template="{{ batch_label }}")
     def check(batch: dict[str, int]) -> dict[str, int]:
         """Fail when this batch holds leads that were not reset."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from leadsquared_provider.exceptions import ResetFailuresError
         from leadsquared_provider.planning import batch_label
         from leadsquared_provider.run_tasks import check_batch
 
         context = get_current_context()
         context["batch_label"] = batch_label(batch)
-        return check_batch(batch, context["dag_run"], warehouse_conn_id=WAREHOUSE_CONN_ID)
+        try:
+            return check_batch(batch, context["dag_run"], warehouse_conn_id=WAREHOUSE_CONN_ID)
+        except ResetFailuresError as failures:  # the ledger will say the same on a retry
+            raise AirflowFailException(str(failures)) from failures
 
     @task_group(group_id="reset_batch")
     def reset_batch(batch: dict[str, int]) -> None:
@@ -149,10 +157,16 @@ def leadsquared_reset():
     @task(trigger_rule="all_done")
     def report() -> dict:
         """Read the run's outcomes back from the audit table; fail on credentials or too many failures."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from leadsquared_provider.exceptions import LeadSquaredAuthError, PlanError, ResetFailuresError
         from leadsquared_provider.run_tasks import report_run
 
         context = get_current_context()
-        return report_run(context["dag_run"], context["params"], warehouse_conn_id=WAREHOUSE_CONN_ID)
+        try:
+            return report_run(context["dag_run"], context["params"], warehouse_conn_id=WAREHOUSE_CONN_ID)
+        except (PlanError, ResetFailuresError, LeadSquaredAuthError) as verdict:  # final: a retry reads the same
+            raise AirflowFailException(str(verdict)) from verdict
 
     reset_batch.expand(batch=plan()) >> report()
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from demo.seed import demo_window, write_demo
 
+from demo.seed import demo_window, write_demo
 from devstack import (
     PROJECT,
     AirflowStack,

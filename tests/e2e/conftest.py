@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from devstack import AirflowStack, StackConfig, free_port
 from lsq_emulator import EmulatorConfig, run_emulator
-
 from tests.conftest import ADMIN_ACCESS, ADMIN_SECRET, lsq_lead
 from tests.e2e.scenario import MISSING_LEAD, Scenario
 from tests.pg_server import unique_db_name

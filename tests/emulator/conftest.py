@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from lsq_emulator import Emulator, run_emulator
 
+from lsq_emulator import Emulator, run_emulator
 from tests.emulator.emulator_support import OTHER_LEAD_ID, config, make_lead
 
 

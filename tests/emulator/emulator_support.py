@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import requests
+
 from lsq_emulator import Emulator, EmulatorConfig
 
 LEAD_ID = "fea01c86-5617-44d6-8469-4dbc409ab8f8"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import requests
-from lsq_emulator import Account, run_emulator
 
+from lsq_emulator import Account, run_emulator
 from tests.emulator.emulator_support import (
     ADMIN_HEADERS,
     LEAD_ID,

@@ -7,10 +7,10 @@ import time
 
 import pytest
 import requests
+
 from lsq_emulator import run_emulator
 from lsq_emulator.config import EmulatorConfig
 from lsq_emulator.faults import FaultDice
-
 from tests.emulator.emulator_support import LEAD_ID, TIMEOUT, config, make_lead, post_reset
 
 pytestmark = pytest.mark.slow

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import requests
+
 from lsq_emulator import Emulator, EmulatorConfig, run_emulator
 from lsq_emulator.app import create_app
-
 from tests.emulator.emulator_support import LEAD_ID, OTHER_LEAD_ID, TIMEOUT, config, make_lead, post_reset
 
 CALL_RECORD_KEYS = {

@@ -6,8 +6,8 @@ import time
 
 import pytest
 import requests
-from lsq_emulator import Emulator, load_seed_file, run_emulator
 
+from lsq_emulator import Emulator, load_seed_file, run_emulator
 from tests.emulator.emulator_support import (
     ADMIN_HEADERS,
     LEAD_ID,

@@ -6,12 +6,12 @@ import logging
 from datetime import UTC, datetime
 
 import pytest
+
 from leadsquared_provider.exceptions import InvalidConnection, InvalidResetRequest, LeadSquaredAuthError
 from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
 from leadsquared_provider.outcomes import Outcome
 from leadsquared_provider.reset_request import ResetRequest, ResetScope
 from lsq_emulator import EmulatorConfig, run_emulator
-
 from tests.conftest import ADMIN_ACCESS, ADMIN_SECRET, VIEWER_ACCESS, VIEWER_SECRET, lsq_lead, new_lead_id
 
 WINDOW = {

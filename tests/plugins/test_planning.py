@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+
 from leadsquared_provider.exceptions import PlanError
 from leadsquared_provider.planning import (
     MAX_BATCHES,

@@ -6,10 +6,10 @@ import multiprocessing
 import time
 
 import pytest
+
 from leadsquared_provider.exceptions import InvalidConnection
 from leadsquared_provider.rate_budget import RateBudget, account_tag
 from lsq_emulator import EmulatorConfig, run_emulator
-
 from tests.conftest import lsq_lead
 from tests.plugins.budget_worker import reset_until
 
