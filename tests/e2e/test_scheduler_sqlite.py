@@ -120,3 +120,26 @@ def test_refused_runs_send_nothing(sqlite_e2e, conf, failed_task, message):
         headers={"Accept": "application/json"},
     )
     assert message in json.dumps(log)
+
+
+def test_no_key_in_logs_xcom_rendered_fields_audit_or_emulator_record(sqlite_e2e):
+    """After every run of this module: neither key appears anywhere a user or an attacker could read."""
+    from tests.conftest import ADMIN_ACCESS, ADMIN_SECRET
+
+    e2e = sqlite_e2e
+    home = e2e.stack.config.home
+    texts = [p.read_text(errors="replace") for p in (home / "logs").rglob("*") if p.is_file()]
+    texts += [p.read_text(errors="replace") for p in (home / "stack-logs").rglob("*.log")]
+    runs = e2e.stack.api("GET", "/dags/leadsquared_reset/dagRuns", params={"limit": 100})["dag_runs"]
+    assert len(runs) >= 4
+    for run in runs:
+        for ti in e2e.stack.task_instances(run["dag_run_id"]):
+            texts.append(json.dumps(ti.get("rendered_fields")))
+            path = f"/dags/leadsquared_reset/dagRuns/{run['dag_run_id']}/taskInstances/{ti['task_id']}/xcomEntries"
+            texts.append(json.dumps(e2e.stack.api("GET", path, params={"map_index": ti["map_index"]})))
+    texts.append(json.dumps(e2e.query("SELECT * FROM leadsquared_reset_audit")))
+    texts.append(json.dumps(e2e.query("SELECT * FROM leadsquared_reset_runs")))
+    texts.append(json.dumps(e2e.emulator.calls()))
+    assert sum(len(t) for t in texts) > 10_000  # the logs were really read
+    for key in (ADMIN_SECRET, ADMIN_ACCESS):
+        assert not [t[:200] for t in texts if key in t]
