@@ -1,0 +1,184 @@
+"""Bad input at plan time: a clear message naming the input, and nothing sent or staged.
+
+The plan task's body runs here in-process, with the real DAG (for its params and template search path),
+the emulator over HTTP and a SQLite warehouse; the end-to-end tests run the same code under the scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from types import SimpleNamespace
+
+import pytest
+
+from leadsquared_provider.exceptions import CandidateQueryError, LeadSquaredError, PlanError
+from leadsquared_provider.ledger import ResetLedger
+from leadsquared_provider.run_tasks import plan_run
+from lsq_emulator import EmulatorConfig, run_emulator
+from tests.conftest import VIEWER_ACCESS, VIEWER_SECRET, lsq_lead
+
+LEADS = [lsq_lead(f"{n:08x}-0000-4000-8000-000000000000") for n in range(1, 4)]
+IDS = [lead["ProspectId"] for lead in LEADS]
+WINDOW = {"from_date": "2026-11-01T00:00:00+05:30", "to_date": "2026-11-01T23:59:59+05:30"}
+
+
+@pytest.fixture(scope="module")
+def dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.dags.test_dag_integrity import DAGS
+
+    return DagBag(dag_folder=str(DAGS)).dags["leadsquared_reset"]
+
+
+@pytest.fixture
+def served():
+    with run_emulator(EmulatorConfig(rate_limit=1000, rate_window_seconds=1.0), leads=LEADS) as emu:
+        yield emu
+
+
+@pytest.fixture
+def plan(dag, served, lsq_connection, sqlite_warehouse):
+    """plan(params overrides, conn overrides) -> batches; the warehouse holds rows on 2026-11-01 (IST)."""
+    conn_id, path = sqlite_warehouse
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE lsq_reset_requests (prospect_id TEXT, requested_at TEXT)")
+        db.executemany("INSERT INTO lsq_reset_requests VALUES (?, '2026-11-01 06:00:00')", [(i,) for i in IDS])
+    db.close()
+
+    def run(params: dict, run_id: str = "manual__1", **conn: object) -> list[dict]:
+        lsq = lsq_connection(served.base_url, **conn)
+        merged = {name: param.value for name, param in dag.params.items()}
+        merged.update(params)
+        context = {
+            "params": merged,
+            "dag": dag,
+            "dag_run": SimpleNamespace(dag_id=dag.dag_id, run_id=run_id, run_type="manual"),
+            "data_interval_start": None,
+            "data_interval_end": None,
+        }
+        return plan_run(context, warehouse_conn_id=conn_id, leadsquared_conn_id=lsq)
+
+    run.warehouse = conn_id  # type: ignore[attr-defined]
+    run.path = path  # type: ignore[attr-defined]
+    return run
+
+
+def staged(path, run_id: str = "manual__1") -> int:
+    with sqlite3.connect(path) as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "leadsquared_reset_candidates" not in tables:
+            return 0
+        return db.execute(
+            "SELECT COUNT(*) FROM leadsquared_reset_candidates WHERE run_key = ?", (f"leadsquared_reset/{run_id}",)
+        ).fetchone()[0]
+
+
+REFUSED = [
+    ({"activity_event_codes": ["abc"]}, "activity event code 'abc' is not an integer"),
+    ({"activity_event_codes": [1.5]}, "activity event code 1.5 is not an integer"),
+    ({"activity_event_codes": [-3]}, "activity event code -3 must be a positive integer"),
+    ({"activity_event_codes": [True]}, "activity event code True is not an integer"),
+    ({"audit_types": ["Deleted"]}, "audit type 'Deleted' is unknown"),
+    ({"task_type_ids": ["xyz"]}, "task type id 'xyz' is not a GUID"),
+    ({"activity_event_codes": [], "audit_types": [], "task_type_ids": []}, "no category chosen"),
+    ({"activity_event_codes": "166"}, "activity_event_codes must be a list"),
+    ({"delete_notes": "yes"}, "delete_notes must be true or false"),
+    ({"from_date": "2026-11-02T00:00:00+05:30", "to_date": "2026-11-01T00:00:00+05:30"}, "is after to_date"),
+    ({"from_date": "2026-13-45T00:00:00+05:30", "to_date": "2026-11-01T00:00:00+05:30"}, "from_date '2026-13-45"),
+    ({"from_date": "yesterday", "to_date": "2026-11-01T00:00:00+05:30"}, "from_date 'yesterday' is not an ISO-8601"),
+    ({"from_date": "2026-11-01T00:00:00", "to_date": "2026-11-01T23:00:00+05:30"}, "has no timezone"),
+    ({"from_date": 20261101, "to_date": "2026-11-01T23:00:00+05:30"}, "from_date 20261101 is a int"),
+    ({"from_date": "2026-11-01T00:00:00+05:30"}, "give both from_date and to_date"),
+    ({}, "set allow_all_time=true"),
+    ({**WINDOW, "max_leads_per_run": 2}, "3 candidate leads exceed max_leads_per_run=2"),
+    ({**WINDOW, "batch_size": 0}, "batch_size must be at least 1"),
+]
+
+
+@pytest.mark.parametrize(("params", "message"), REFUSED, ids=[m.split(":")[0][:40] for _, m in REFUSED])
+def test_refused_params_name_the_input_and_send_nothing(plan, served, params, message):
+    with pytest.raises(PlanError, match=message.replace("(", r"\(").replace(")", r"\)")) as refused:
+        plan(params)
+    assert (
+        "nothing was sent" in str(refused.value) or "exceed" in str(refused.value) or "batch_size" in str(refused.value)
+    )
+    assert [c for c in served.calls() if c["path"].endswith("Lead.Reset")] == []
+    assert staged(plan.path) == 0
+
+
+@pytest.mark.parametrize(
+    ("conn", "message"),
+    [
+        pytest.param({"login": "u$nobody", "password": "nope"}, "refused, no lead was sent", id="wrong-keys"),
+        pytest.param({"login": VIEWER_ACCESS, "password": VIEWER_SECRET}, "needs an administrator", id="non-admin"),
+        pytest.param({"password": None}, "secret key as password", id="missing-secret"),
+    ],
+)
+def test_refused_credentials_stop_the_run_after_one_call(plan, served, conn, message):
+    with pytest.raises(PlanError, match=message):
+        plan(WINDOW, **conn)
+    assert len(served.calls()) <= 1
+    assert [c for c in served.calls() if c["path"].endswith("Lead.Reset")] == []
+    assert staged(plan.path) == 0
+
+
+def test_wrong_host_or_region_is_refused(plan, served, lsq_connection, dag, sqlite_warehouse):
+    conn_id = lsq_connection(served.base_url + "/v3", conn_id="wrong_host")
+    context = {
+        "params": {**{n: p.value for n, p in dag.params.items()}, **WINDOW},
+        "dag": dag,
+        "dag_run": SimpleNamespace(dag_id=dag.dag_id, run_id="manual__2", run_type="manual"),
+    }
+    with pytest.raises(PlanError, match="404"):
+        plan_run(context, warehouse_conn_id=sqlite_warehouse[0], leadsquared_conn_id=conn_id)
+    assert [c["status"] for c in served.calls()] == [404]
+
+
+def test_non_json_answer_is_transient_not_a_verdict(plan, served):
+    served.configure(fault_non_json_200_rate=1.0)
+    with pytest.raises(LeadSquaredError, match="not a JSON object") as failed:
+        plan(WINDOW, max_retries=1)
+    assert not isinstance(failed.value, PlanError)  # retried by Airflow, not refused for good
+    assert staged(plan.path) == 0
+
+
+def test_failing_candidate_query_names_the_query(plan, served):
+    with sqlite3.connect(plan.path) as db:
+        db.execute("DROP TABLE lsq_reset_requests")
+    db.close()
+    with pytest.raises(CandidateQueryError, match=r"include/sql/candidates.sql failed.*no such table"):
+        plan(WINDOW)
+    assert [c for c in served.calls() if c["path"].endswith("Lead.Reset")] == []
+
+
+def test_empty_candidate_set_is_a_success_with_no_batches(plan, served):
+    assert plan({"from_date": "2025-01-01T00:00:00+00:00", "to_date": "2025-01-01T23:59:59+00:00"}) == []
+    ledger = ResetLedger(plan.warehouse)
+    assert ledger.load_run("leadsquared_reset/manual__1").candidates == 0
+    ledger.close()
+
+
+def test_messy_lead_ids_are_cleaned_and_bad_ones_recorded_never_sent(plan, served):
+    messy = [f"  {IDS[0].upper()} ", IDS[0], None, "", "x" * 300, "'; DROP TABLE leads; --", IDS[1], "1234"]
+    batches = plan({**WINDOW, "lead_ids": messy})
+    assert batches == [{"batch": 1, "first": 1, "last": 2}]
+    ledger = ResetLedger(plan.warehouse)
+    rows = {r["lead_id"]: r for r in ledger.iter_rows("leadsquared_reset/manual__1")}
+    assert ledger.candidate_slice("leadsquared_reset/manual__1", 1, 2) == [IDS[0], IDS[1]]
+    ledger.close()
+    assert {k for k, r in rows.items() if r["outcome"] == "rejected"} == {"x" * 200, "'; DROP TABLE leads; --", "1234"}
+    assert all(r["exception_type"] == "InvalidLeadId" and r["sends"] == 0 for r in rows.values())
+    assert "is not a LeadSquared GUID" in rows["1234"]["message"]
+
+
+def test_sudden_jump_in_candidates_is_refused(plan, served):
+    plan({**WINDOW, "lead_ids": [IDS[0]]}, run_id="manual__small")
+    many = [f"{n:08x}-1111-4000-8000-000000000000" for n in range(150)]
+    with pytest.raises(
+        PlanError, match=r"150 candidate leads is more than 10 x the previous run's 1.*max_growth_factor"
+    ):
+        plan({**WINDOW, "lead_ids": many}, run_id="manual__big")
+    assert staged(plan.path, "manual__big") == 0
+    assert json.dumps(plan({**WINDOW, "lead_ids": many, "max_growth_factor": 200}, run_id="manual__big"))
