@@ -107,6 +107,14 @@ SQL_DIR = Path(__file__).resolve().parent.parent / "include" / "sql"
             100, type="integer", minimum=0, title="Runs with at most this many candidates skip the growth guard"
         ),
         "batch_size": Param(200, type="integer", minimum=1, title="Leads per batch"),
+        "max_in_flight": Param(
+            4,
+            type="integer",
+            minimum=1,
+            maximum=32,
+            title="Requests in flight per batch",
+            description="More hides latency; a killed task may repeat at most this many requests.",
+        ),
         "failure_threshold": Param(0, type="integer", minimum=0, title="Failed leads tolerated before the run fails"),
     },
 )
@@ -149,6 +157,7 @@ def leadsquared_reset():
             batch=batch,
             leadsquared_conn_id=LEADSQUARED_CONN_ID,
             warehouse_conn_id=WAREHOUSE_CONN_ID,
+            max_in_flight="{{ params.max_in_flight }}",
             pool=POOL,
             map_index_template="{{ batch_label }}",
         )

@@ -32,7 +32,9 @@ CANDIDATE_QUERY = "candidates.sql"
 
 def _query_lead_ids(ledger: ResetLedger, sql: str, chunk: int = 10_000) -> Iterator[object]:
     """Stream the first column of the candidate query, so a large result never sits in memory twice."""
-    cursor = ledger.hook.get_conn().cursor()
+    conn = ledger.hook.get_conn()
+    # PostgreSQL's client keeps a whole result in memory unless the cursor is a server-side (named) one.
+    cursor = conn.cursor(name="leadsquared_candidates") if ledger.hook.dialect_name == "postgresql" else conn.cursor()
     try:
         cursor.execute(sql)
     except Exception as exc:  # the driver's own error class varies by warehouse
@@ -175,6 +177,10 @@ def build_summary(ledger: ResetLedger, key: str) -> dict[str, Any]:
     """The run's summary as read back from the ledger."""
     run = ledger.load_run(key)
     counts = ledger.outcome_counts(key)
+    counts.pop(Outcome.SENDING, None)
+    unfinished = ledger.unfinished(key)
+    if unfinished:
+        counts["unfinished"] = unfinished
     return {
         "run": key,
         "dry_run": run.dry_run,
@@ -183,7 +189,7 @@ def build_summary(ledger: ResetLedger, key: str) -> dict[str, Any]:
         "invalid_ids": run.invalid,
         "batches": run.batches,
         "counts": {str(k): v for k, v in sorted(counts.items())},
-        "failures": sum(counts.get(outcome, 0) for outcome in FAILURE_OUTCOMES),
+        "failures": sum(counts.get(outcome, 0) for outcome in FAILURE_OUTCOMES) + unfinished,
         "possibly_repeated": ledger.repeated_sends(key),
         "first_failed": ledger.leads_with(key, [*FAILURE_OUTCOMES, Outcome.REJECTED], limit=10),
     }

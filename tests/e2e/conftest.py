@@ -38,22 +38,34 @@ class E2E:
         return {r[0]: r[1:] for r in rows}
 
 
-def _start(tmp: Path, kind: str, warehouse_conn: str, query: Any, scenario: Scenario) -> Iterator[E2E]:
-    leads = [*scenario.leads, lsq_lead("1e1e1e1e-0000-4000-8000-000000000001")]
-    config = EmulatorConfig(rate_limit=25, rate_window_seconds=5.0, latency=(0.02, 0.1))
+def _start(
+    tmp: Path,
+    kind: str,
+    warehouse_conn: str,
+    query: Any,
+    scenario: Scenario,
+    config: EmulatorConfig | None = None,
+    extra_leads: list[dict[str, Any]] | None = None,
+    **conn_extra: Any,
+) -> Iterator[E2E]:
+    """Serve the emulator, start a stack whose connections point at it and the warehouse; yield both."""
+    leads = [*scenario.leads, lsq_lead("1e1e1e1e-0000-4000-8000-000000000001"), *(extra_leads or [])]
+    config = config or EmulatorConfig(rate_limit=25, rate_window_seconds=5.0, latency=(0.02, 0.1))
     assert all(lead["ProspectId"] != MISSING_LEAD for lead in leads)
     with run_emulator(config, leads=leads) as emu:
+        extra = {
+            "rate_limit": config.rate_limit,
+            "rate_window_seconds": config.rate_window_seconds,
+            "timeout_seconds": 5,
+            "rate_budget_url": f"sqlite:///{tmp / 'budget.sqlite'}",
+            **conn_extra,
+        }
         lsq = {
             "conn_type": "leadsquared",
             "host": emu.base_url,
             "login": ADMIN_ACCESS,
             "password": ADMIN_SECRET,
-            "extra": {
-                "rate_limit": 25,
-                "rate_window_seconds": 5,
-                "timeout_seconds": 5,
-                "rate_budget_url": f"sqlite:///{tmp / 'budget.sqlite'}",
-            },
+            "extra": extra,
         }
         stack = AirflowStack(
             StackConfig(

@@ -51,11 +51,12 @@ class LeadSquaredResetOperator(BaseOperator):
     :param batch: batch descriptor ``{"batch": n, "first": i, "last": j}`` from the plan task.
     :param leadsquared_conn_id: LeadSquared connection.
     :param warehouse_conn_id: common-sql connection of the warehouse holding the ledger.
-    :param max_in_flight: requests of this task in flight at once (the shared budget still paces them).
+    :param max_in_flight: requests of this task in flight at once (the shared budget still paces them); a
+        crash of the task can repeat at most this many requests.
     :param progress_every_seconds: how often progress is logged.
     """
 
-    template_fields: Sequence[str] = ("batch", "leadsquared_conn_id", "warehouse_conn_id")
+    template_fields: Sequence[str] = ("batch", "leadsquared_conn_id", "warehouse_conn_id", "max_in_flight")
     ui_color = "#fde2e4"
 
     def __init__(
@@ -64,7 +65,7 @@ class LeadSquaredResetOperator(BaseOperator):
         batch: dict[str, int] | str,
         leadsquared_conn_id: str = "leadsquared_default",
         warehouse_conn_id: str = "warehouse_default",
-        max_in_flight: int = 4,
+        max_in_flight: int | str = 4,
         progress_every_seconds: float = 10.0,
         **kwargs: Any,
     ) -> None:
@@ -81,6 +82,12 @@ class LeadSquaredResetOperator(BaseOperator):
         from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
         from leadsquared_provider.reset_request import ResetScope
 
+        try:
+            self.max_in_flight = int(self.max_in_flight)
+        except (TypeError, ValueError):
+            raise ValueError(f"max_in_flight must be a whole number, got {self.max_in_flight!r}") from None
+        if not 1 <= self.max_in_flight <= 32:
+            raise ValueError(f"max_in_flight must be between 1 and 32, got {self.max_in_flight}")
         batch = self.batch
         if not isinstance(batch, dict) or not {"batch", "first", "last"} <= set(batch):
             raise ValueError(f"batch must be a descriptor with batch/first/last, got {batch!r}")

@@ -1,0 +1,116 @@
+"""The DAG on CeleryExecutor with PostgreSQL and Redis: docker-compose.yaml's topology as processes here.
+
+Two Celery workers (concurrency 2 each) share the account's rate budget through Redis; the checks are the
+local end-to-end test's (tests/e2e/checks.py), against a PostgreSQL warehouse.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+import requests
+
+from devstack import VENV_BIN, airflow_cli
+from tests.distributed.topology import WORKER_HOSTNAMES
+from tests.e2e.checks import check_day_run
+from tests.e2e.scenario import DAYS, iso_window, utc_window
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(600)]
+
+CELERY_APP = "airflow.providers.celery.executors.celery_executor.app"
+
+
+def test_every_component_passes_its_compose_health_check(celery_e2e):
+    """The checks docker-compose.yaml runs, against the processes (``--local`` for the container's host)."""
+    env = celery_e2e.stack.env
+    destinations = ",".join(f"celery@{hostname}" for hostname in WORKER_HOSTNAMES)
+    checks = {
+        "dag-processor": [str(VENV_BIN / "airflow"), "jobs", "check", "--job-type", "DagProcessorJob", "--local"],
+        "triggerer": [str(VENV_BIN / "airflow"), "jobs", "check", "--job-type", "TriggererJob", "--local"],
+        "workers": [str(VENV_BIN / "celery"), "--app", CELERY_APP, "inspect", "ping", "-d", destinations],
+    }
+    procs = {
+        name: subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for name, cmd in checks.items()
+    }
+    assert requests.get(f"{celery_e2e.stack.config.api_url}/api/v2/monitor/health", timeout=10).ok
+    assert requests.get(celery_e2e.scheduler_health_url, timeout=10).ok
+    for name, proc in procs.items():
+        output, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, f"{name}: {output[-2000:]}"
+    assert all(f"celery@{hostname}: OK" in output for hostname in WORKER_HOSTNAMES), output
+
+
+def test_triggered_run_on_celery_workers_matches_the_emulator(celery_e2e):
+    e2e = celery_e2e
+    day = DAYS[1]  # the day with junk ids and a deleted lead
+    frm, to = iso_window(day)
+    e2e.emulator.clear_calls()
+
+    run_id = e2e.stack.trigger({"from_date": frm, "to_date": to, "batch_size": 2}, run_id=f"celery__{time.time_ns()}")
+    assert e2e.stack.wait_for_run(run_id, timeout=300) == "success"
+
+    check_day_run(e2e, run_id, day, e2e.reset_calls())
+    assert sum(e2e.emulator.stats()["rate_limited"].values()) == 0
+    tis = e2e.stack.task_instances(run_id)
+    assert len([ti for ti in tis if ti["task_id"] == "reset_batch.reset"]) == 5  # 9 valid candidates, 2 a batch
+    assert {ti["state"] for ti in tis} == {"success"}
+    assert {ti["hostname"] for ti in tis} <= set(WORKER_HOSTNAMES)  # every task ran on a Celery worker
+
+
+def test_backfill_spreads_batches_over_both_workers_within_the_rate_limit(celery_e2e):
+    import redis
+
+    from leadsquared_provider.rate_budget import account_tag
+    from tests.conftest import ADMIN_ACCESS
+
+    e2e = celery_e2e
+    e2e.emulator.clear_calls()
+    budget = redis.Redis.from_url(e2e.endpoints.budget_url)
+    budget_keys: set[bytes] = set()
+
+    airflow_cli(
+        e2e.stack.env,
+        "backfill",
+        "create",
+        "--dag-id",
+        "leadsquared_reset",
+        "--from-date",
+        "2026-11-21T00:00:00+05:30",
+        "--to-date",
+        "2026-11-23T00:00:00+05:30",
+        "--max-active-runs",
+        "3",
+        "--dag-run-conf",
+        json.dumps({"batch_size": 2}),
+    )
+    runs: list[dict] = []
+    deadline = time.monotonic() + 360
+    while time.monotonic() < deadline:
+        budget_keys |= set(budget.keys("leadsquared_budget:*"))  # the log of calls lives in Redis while in use
+        runs = e2e.stack.api("GET", "/dags/leadsquared_reset/dagRuns", params={"run_type": "backfill"})["dag_runs"]
+        if len(runs) == 3 and all(r["state"] in ("success", "failed") for r in runs):
+            break
+        time.sleep(2)
+    assert sorted(r["state"] for r in runs) == ["success"] * 3
+
+    calls = e2e.reset_calls()
+    # DAYS[1] was reset by the triggered run above (same window, same categories): nothing is sent again.
+    assert {(c["body"]["FromDate"], c["body"]["ToDate"]) for c in calls} == {utc_window(DAYS[0]), utc_window(DAYS[2])}
+    for run in runs:
+        day = next(d for d in DAYS if run["data_interval_start"].startswith(utc_window(d)[0][:10]))
+        day_calls = [c for c in calls if (c["body"]["FromDate"], c["body"]["ToDate"]) == utc_window(day)]
+        if day == DAYS[1]:
+            assert day_calls == []
+        else:
+            check_day_run(e2e, run["dag_run_id"], day, day_calls)
+
+    # Both workers took reset batches, and together they kept the account's limit: no call was refused.
+    tis = [ti for run in runs for ti in e2e.stack.task_instances(run["dag_run_id"])]
+    resets = [ti for ti in tis if ti["task_id"] == "reset_batch.reset"]
+    assert {ti["hostname"] for ti in resets} == set(WORKER_HOSTNAMES)
+    assert sum(e2e.emulator.stats()["rate_limited"].values()) == 0
+    assert budget_keys == {f"leadsquared_budget:{account_tag(ADMIN_ACCESS)}:5200".encode()}

@@ -1,0 +1,192 @@
+"""Failure-proof resets under the real scheduler: a fault matrix, and SIGKILL of a running batch three times.
+
+Promise: every candidate lead ends a run with exactly one recorded outcome; no reset is accepted twice
+except the requests in flight when a process was killed; the report says how many were possibly repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+import pytest
+
+from lsq_emulator import EmulatorConfig
+from tests.conftest import lsq_lead
+from tests.e2e.conftest import E2E, _start
+from tests.e2e.scenario import Scenario
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+
+FAULT_LEADS, CRASH_LEADS = 2000, 240
+FAULT_DAY, CRASH_DAY = "2026-10-01", "2026-10-02"  # UTC days in the warehouse table below
+MAX_RETRIES = 3
+TRANSIENT = {"fault_5xx", "timeout", "dropped", "html", "non_json"}
+
+
+@pytest.fixture(scope="module")
+def reliability(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    tmp = tmp_path_factory.mktemp("e2e-reliability")
+    fault_leads = [lsq_lead() for _ in range(FAULT_LEADS)]
+    crash_leads = [lsq_lead() for _ in range(CRASH_LEADS)]
+    warehouse = tmp / "warehouse.db"
+    with sqlite3.connect(warehouse) as conn:
+        conn.execute("CREATE TABLE lsq_reset_requests (prospect_id TEXT, requested_at TEXT)")
+        conn.executemany(
+            "INSERT INTO lsq_reset_requests VALUES (?, ?)",
+            [(lead["ProspectId"], f"{FAULT_DAY} 10:00:00") for lead in fault_leads]
+            + [(lead["ProspectId"], f"{CRASH_DAY} 10:00:00") for lead in crash_leads],
+        )
+    conn.close()
+
+    def query(sql: str, params: tuple = ()) -> list[tuple]:
+        with sqlite3.connect(warehouse) as db:
+            rows = db.execute(sql, params).fetchall()
+        db.close()
+        return rows
+
+    config = EmulatorConfig(rate_limit=100, rate_window_seconds=1.0, rate_limit_style="200", latency=(0.01, 0.05))
+    yield from _start(
+        tmp,
+        "sqlite",
+        json.dumps({"conn_type": "sqlite", "host": str(warehouse)}),
+        query,
+        Scenario(per_day=1),
+        config=config,
+        extra_leads=fault_leads + crash_leads,
+        timeout_seconds=0.5,
+        max_retries=MAX_RETRIES,
+        max_rate_limit_waits=100,
+        backoff_initial_seconds=0.05,
+        backoff_max_seconds=0.5,
+        rate_margin_seconds=0.05,
+    )
+
+
+def window(day: str) -> dict[str, str]:
+    return {"from_date": f"{day}T00:00:00+00:00", "to_date": f"{day}T23:59:59+00:00"}
+
+
+def calls_by_lead(e2e: E2E) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for call in e2e.reset_calls():
+        grouped[call["lead_id"]].append(call)
+    return grouped
+
+
+def test_fault_matrix_every_lead_one_outcome_none_accepted_twice(reliability):
+    e2e = reliability
+    e2e.emulator.clear_calls()
+    e2e.emulator.configure(
+        fault_5xx_rate=0.10,
+        fault_timeout_rate=0.05,
+        fault_drop_rate=0.02,
+        fault_html_rate=0.02,
+        rate_limit_burst_rate=0.01,
+        hang_seconds=1.0,
+        seed=5,
+    )
+    try:
+        run_id = e2e.stack.trigger({**window(FAULT_DAY), "failure_threshold": 100}, run_id=f"faults__{time.time_ns()}")
+        assert e2e.stack.wait_for_run(run_id, timeout=1000) == "success"
+    finally:
+        e2e.emulator.configure(
+            fault_5xx_rate=0, fault_timeout_rate=0, fault_drop_rate=0, fault_html_rate=0, rate_limit_burst_rate=0
+        )
+    time.sleep(1.5)  # let the last hung requests finish on the emulator's side
+
+    audit = e2e.audit(run_id)
+    calls = calls_by_lead(e2e)
+    assert len(audit) == FAULT_LEADS
+    outcomes = Counter(row[0] for row in audit.values())
+    assert set(outcomes) <= {"queued", "failed"}, outcomes
+    stats = e2e.emulator.stats()
+    assert max(stats["accepted_by_lead"].values()) == 1  # no reset accepted twice
+    seen = Counter(c["outcome"] for lead_calls in calls.values() for c in lead_calls)
+    assert {"fault_5xx", "timeout", "dropped", "html", "rate_limited"} <= set(seen), seen
+    for lead_id, row in audit.items():
+        lead_calls = calls[lead_id]
+        faults = [c for c in lead_calls if c["outcome"] in TRANSIENT]
+        queued = [c for c in lead_calls if c["outcome"] == "queued"]
+        assert row[6] == len(lead_calls)  # attempts recorded == requests the emulator saw
+        if row[0] == "queued":
+            assert len(queued) == 1 and len(faults) <= MAX_RETRIES
+        else:  # failed: exactly the leads whose fault outlasted the retry budget
+            assert queued == [] and len(faults) == MAX_RETRIES + 1
+    failed = [lead for lead, row in audit.items() if row[0] == "failed"]
+    summary = e2e.stack.xcom(run_id, "report")
+    assert summary["failures"] == len(failed)
+    assert {r["lead_id"] for r in summary["first_failed"]} <= set(failed)
+    assert all(r["message"].startswith(f"gave up after {MAX_RETRIES + 1} attempt(s)") for r in summary["first_failed"])
+    print(f"\nfault matrix: {dict(outcomes)}; emulator saw {dict(seen)}")
+
+
+def _task_process(e2e: E2E, run_id: str) -> psutil.Process | None:
+    tis = [ti for ti in e2e.stack.task_instances(run_id) if ti["task_id"] == "reset_batch.reset"]
+    if not tis or tis[0]["state"] != "running":
+        return None
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if tis[0]["id"] in cmdline and "LocalExecutor" not in cmdline:
+            return proc
+    return None
+
+
+def _queued_so_far(e2e: E2E, run_id: str) -> int:
+    return sum(1 for row in e2e.audit(run_id).values() if row[0] == "queued")
+
+
+def test_sigkill_three_times_then_resume_loses_nothing(reliability):
+    e2e = reliability
+    e2e.emulator.clear_calls()
+    e2e.emulator.configure(latency=(0.15, 0.25))
+    conf = {**window(CRASH_DAY), "batch_size": CRASH_LEADS, "max_in_flight": 1}
+    run_id = e2e.stack.trigger(conf, run_id=f"crash__{time.time_ns()}")
+    kills = 0
+    deadline = time.monotonic() + 900
+    while kills < 3 and time.monotonic() < deadline:
+        proc = _task_process(e2e, run_id)
+        if proc is not None and _queued_so_far(e2e, run_id) >= 30 * (kills + 1):
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+            while _task_process(e2e, run_id) is not None and time.monotonic() < deadline:
+                time.sleep(0.5)
+        time.sleep(0.3)
+    assert kills == 3
+    # Three tries died (retries=2): the task has failed for good; a re-run finishes the batch.
+    while time.monotonic() < deadline:
+        state = e2e.stack.api("GET", f"/dags/leadsquared_reset/dagRuns/{run_id}")["state"]
+        if state in ("success", "failed"):
+            break
+        time.sleep(2)
+    e2e.stack.api(
+        "POST",
+        "/dags/leadsquared_reset/clearTaskInstances",
+        json={
+            "dry_run": False,
+            "dag_run_id": run_id,
+            "only_failed": True,
+            "reset_dag_runs": True,
+            "include_downstream": True,
+        },
+    )
+    assert e2e.stack.wait_for_run(run_id) == "success"
+
+    audit = e2e.audit(run_id)
+    assert len(audit) == CRASH_LEADS
+    assert {row[0] for row in audit.values()} == {"queued"}  # no lead lost
+    accepted = e2e.emulator.stats()["accepted_by_lead"]
+    repeated = {lead for lead in audit if accepted.get(lead, 0) > 1}
+    assert all(accepted.get(lead, 0) >= 1 for lead in audit)
+    assert len(repeated) <= kills  # at most the one request in flight per kill
+    possibly = {lead for lead, row in audit.items() if row[7] > row[6]}  # sends > attempts
+    assert repeated <= possibly and len(possibly) <= kills
+    assert e2e.stack.xcom(run_id, "report")["possibly_repeated"] == len(possibly)
+    print(f"\ncrash/resume: {kills} kills, {len(repeated)} duplicate accepted resets, {len(possibly)} reported")
