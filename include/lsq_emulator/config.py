@@ -99,6 +99,7 @@ class EmulatorConfig:
     seed: int = 0
     reset_apply_delay: float = 0.0
     region: str = "in21"
+    failing_leads: tuple[str, ...] = ()  # Lead.Reset of these leads always answers 500 (a persistent fault)
 
     def __post_init__(self) -> None:
         accounts = [a if isinstance(a, Account) else Account.from_dict(a) for a in self.accounts]
@@ -128,6 +129,7 @@ class EmulatorConfig:
             object.__setattr__(self, name, rate)
         if self.hang_seconds < 0 or self.reset_apply_delay < 0:
             raise ValueError("hang_seconds and reset_apply_delay must be >= 0")
+        object.__setattr__(self, "failing_leads", tuple(str(x).strip().lower() for x in self.failing_leads))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
 
@@ -145,5 +147,6 @@ class EmulatorConfig:
         """The settings as JSON, accounts without their keys."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "accounts"}
         out["latency"] = list(self.latency)
+        out["failing_leads"] = list(self.failing_leads)
         out["accounts"] = [a.public() for a in self.accounts]
         return out

@@ -231,6 +231,8 @@ class Emulator:
                 )
             if draw.fault is not None:
                 return self._fault(record, draw.fault, draw.latency, config)
+            if endpoint.name == "reset" and str(record["lead_id"]).lower() in config.failing_leads:
+                return self._fault(record, FAULT_5XX, draw.latency, config)
             try:
                 status, body, outcome = self._dispatch(endpoint, request, params, account, now, config)
             except errors.RequestRejected as exc:

@@ -11,7 +11,7 @@ import requests
 from lsq_emulator import run_emulator
 from lsq_emulator.config import EmulatorConfig
 from lsq_emulator.faults import FaultDice
-from tests.emulator.emulator_support import LEAD_ID, TIMEOUT, config, make_lead, post_reset
+from tests.emulator.emulator_support import LEAD_ID, OTHER_LEAD_ID, TIMEOUT, config, make_lead, post_reset
 
 pytestmark = pytest.mark.slow
 
@@ -155,3 +155,13 @@ def test_fixed_latency_delays_every_api_answer():
 
     assert elapsed >= 0.4
     assert inspection_elapsed < 0.15
+
+
+def test_failing_leads_always_answer_500_and_others_are_untouched():
+    with run_emulator(config(failing_leads=(LEAD_ID.upper(),)), leads=[make_lead(), make_lead(OTHER_LEAD_ID)]) as emu:
+        failing = [post_reset(emu, {"ProspectId": LEAD_ID, "ShouldDeleteProspectNotes": True}) for _ in range(3)]
+        fine = post_reset(emu, {"ProspectId": OTHER_LEAD_ID, "ShouldDeleteProspectNotes": True})
+        assert [r.status_code for r in failing] == [500, 500, 500]
+        assert fine.status_code == 200
+        assert emu.stats()["accepted_by_lead"] == {OTHER_LEAD_ID: 1}
+        assert emu.lead(LEAD_ID)["notes"] == make_lead()["notes"]
