@@ -15,8 +15,10 @@ time*, which is refused unless `allow_all_time` is ticked.
 exceed `max_leads_per_run`, or when they jump past `max_growth_factor` x the previous run's count. Each
 message names the param that overrides it. `dry_run` plans and reports without sending anything.
 
-**Safety.** A lead already queued under the same window and categories is never sent twice, whether by a
-retried batch or another run. Wrong keys or host stop every batch after one refused call.
+**Safety.** A lead already queued (or rejected for good) under the same window and categories is never
+sent twice, whether by a retried batch or another run. Wrong keys or host stop the run at the plan's single
+credentials check. Leads that failed transiently are retried by the next run for their original window
+(`retry_earlier_failures`, at most three runs).
 
 Categories: `activity_event_codes` (custom activity event codes), `task_type_ids` (task type GUIDs),
 `audit_types` (`StageChange`, `OwnerChange`), `delete_notes`.
@@ -114,6 +116,12 @@ SQL_DIR = Path(__file__).resolve().parent.parent / "include" / "sql"
             maximum=32,
             title="Requests in flight per batch",
             description="More hides latency; a killed task may repeat at most this many requests.",
+        ),
+        "retry_earlier_failures": Param(
+            True,
+            type="boolean",
+            title="Retry leads that failed in earlier runs",
+            description="Leads that failed transiently before are sent again for their original window.",
         ),
         "failure_threshold": Param(0, type="integer", minimum=0, title="Failed leads tolerated before the run fails"),
     },

@@ -91,3 +91,18 @@ def postgres_db(postgres_server: PostgresServer) -> Iterator[str]:
     name = postgres_server.create_database(unique_db_name())
     yield name
     postgres_server.drop_database(name)
+
+
+# --- Throwaway Redis server (tests/redis_server.py); needs Debian's `redis-server`, no skipping ---
+from tests.redis_server import RedisServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A started throwaway ``redis-server`` on 127.0.0.1 and a free port, nothing saved to disk, one per session."""
+    try:
+        server = RedisServer().start()
+    except RuntimeError as missing:
+        pytest.fail(str(missing), pytrace=False)
+    yield server
+    server.stop()

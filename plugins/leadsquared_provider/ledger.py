@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.sql.hooks.sql import DbApiHook
 
 RUNS = "leadsquared_reset_runs"
+SCOPES = "leadsquared_reset_scopes"
 CANDIDATES = "leadsquared_reset_candidates"
 AUDIT = "leadsquared_reset_audit"
 
@@ -45,11 +46,16 @@ _DDL = (
         invalid INTEGER NOT NULL,
         batches INTEGER NOT NULL,
         batch_size INTEGER NOT NULL,
+        carried_over INTEGER NOT NULL,
         planned_at DOUBLE PRECISION NOT NULL)""",
+    f"""CREATE TABLE IF NOT EXISTS {SCOPES} (
+        scope_key VARCHAR(64) PRIMARY KEY,
+        scope_json TEXT NOT NULL)""",
     f"""CREATE TABLE IF NOT EXISTS {CANDIDATES} (
         run_key VARCHAR(400) NOT NULL,
         seq INTEGER NOT NULL,
         lead_id VARCHAR(64) NOT NULL,
+        scope_key VARCHAR(64) NOT NULL,
         PRIMARY KEY (run_key, seq))""",
     f"""CREATE TABLE IF NOT EXISTS {AUDIT} (
         run_key VARCHAR(400) NOT NULL,
@@ -69,7 +75,7 @@ _DDL = (
         started_at DOUBLE PRECISION,
         finished_at DOUBLE PRECISION,
         budget_wait DOUBLE PRECISION,
-        PRIMARY KEY (run_key, lead_id))""",
+        PRIMARY KEY (run_key, lead_id, scope_key))""",
     f"CREATE INDEX IF NOT EXISTS {AUDIT}_lead_scope ON {AUDIT} (lead_id, scope_key, outcome)",
 )
 
@@ -86,6 +92,7 @@ class RunRecord:
     invalid: int
     batches: int
     batch_size: int
+    carried_over: int = 0
 
 
 def run_key(dag_id: str, run_id: str) -> str:
@@ -148,25 +155,25 @@ class ResetLedger:
 
     # -- planning -----------------------------------------------------------------------------------
 
-    def stage_candidates(self, key: str, lead_ids: Iterable[str], chunk: int = 20_000) -> int:
-        """Replace the run's staged candidates with ``lead_ids`` (numbered from 1); return how many."""
+    def stage_candidates(self, key: str, leads: Iterable[tuple[str, str]], chunk: int = 20_000) -> int:
+        """Replace the run's staged candidates with ``(lead_id, scope_key)`` pairs numbered from 1."""
         self._execute(f"DELETE FROM {CANDIDATES} WHERE run_key = ?", (key,))
         count, cur = 0, self.conn.cursor()
         if self.hook.dialect_name == "postgresql" and hasattr(cur, "copy"):
             # psycopg 3: COPY stages 1,000,000 leads in ~3 s; executemany takes ~30 s (bench/RESULTS.md).
             try:
-                with cur.copy(f"COPY {CANDIDATES} (run_key, seq, lead_id) FROM STDIN") as copy:
-                    for count, lead_id in enumerate(lead_ids, start=1):
-                        copy.write_row((key, count, lead_id))
+                with cur.copy(f"COPY {CANDIDATES} (run_key, seq, lead_id, scope_key) FROM STDIN") as copy:
+                    for count, (lead_id, scope_key) in enumerate(leads, start=1):
+                        copy.write_row((key, count, lead_id, scope_key))
             finally:
                 cur.close()
             self.conn.commit()
             return count
         cur.close()
-        statement = f"INSERT INTO {CANDIDATES} (run_key, seq, lead_id) VALUES (?, ?, ?)"
+        statement = f"INSERT INTO {CANDIDATES} (run_key, seq, lead_id, scope_key) VALUES (?, ?, ?, ?)"
         rows = []
-        for count, lead_id in enumerate(lead_ids, start=1):
-            rows.append((key, count, lead_id))
+        for count, (lead_id, scope_key) in enumerate(leads, start=1):
+            rows.append((key, count, lead_id, scope_key))
             if len(rows) >= chunk:
                 self._execute_many(statement, rows)
                 rows.clear()
@@ -175,14 +182,52 @@ class ResetLedger:
         self.conn.commit()
         return count
 
+    def save_scope(self, scope_key: str, scope: dict[str, Any]) -> None:
+        self._execute(
+            f"INSERT INTO {SCOPES} (scope_key, scope_json) VALUES (?, ?) ON CONFLICT (scope_key) DO NOTHING",
+            (scope_key, json.dumps(scope, sort_keys=True)),
+        )
+
+    def load_scopes(self, scope_keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        keys = sorted(set(scope_keys))
+        if not keys:
+            return {}
+        marks = ", ".join("?" for _ in keys)
+        rows = self._execute(f"SELECT scope_key, scope_json FROM {SCOPES} WHERE scope_key IN ({marks})", keys)
+        found = {k: json.loads(text) for k, text in rows}
+        missing = set(keys) - set(found)
+        if missing:
+            raise LookupError(f"scope(s) {sorted(missing)} missing from {SCOPES}")
+        return found
+
+    def carry_over(self, dag_id: str, key: str, max_runs: int = 3) -> list[tuple[str, str]]:
+        """Leads that failed (transiently, or skipped after an auth failure) in earlier runs of the DAG and
+        were not reset since under the same window and categories: ``(lead_id, scope_key)`` pairs.
+
+        A lead is carried over at most ``max_runs`` times; leads rejected for good are never carried over.
+        """
+        rows = self._execute(
+            f"""SELECT a.lead_id, a.scope_key FROM {AUDIT} a
+                WHERE a.dag_id = ? AND a.run_key <> ? AND a.outcome IN ('failed', 'skipped')
+                  AND NOT EXISTS (SELECT 1 FROM {AUDIT} b WHERE b.lead_id = a.lead_id
+                      AND b.scope_key = a.scope_key
+                      AND (b.outcome = 'queued' OR (b.outcome = 'rejected' AND b.status_code IS NOT NULL)))
+                GROUP BY a.lead_id, a.scope_key
+                HAVING COUNT(DISTINCT a.run_key) <= ?
+                ORDER BY a.lead_id""",
+            (dag_id, key, max_runs),
+        )
+        return [(r[0], r[1]) for r in rows]
+
     def save_run(self, record: RunRecord) -> None:
         self._execute(
             f"""INSERT INTO {RUNS} (run_key, dag_id, run_id, scope_json, scope_key, dry_run, candidates, invalid,
-                   batches, batch_size, planned_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   batches, batch_size, carried_over, planned_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (run_key) DO UPDATE SET scope_json = excluded.scope_json,
                    scope_key = excluded.scope_key, dry_run = excluded.dry_run,
                    candidates = excluded.candidates, invalid = excluded.invalid, batches = excluded.batches,
-                   batch_size = excluded.batch_size, planned_at = excluded.planned_at""",
+                   batch_size = excluded.batch_size, carried_over = excluded.carried_over,
+                   planned_at = excluded.planned_at""",
             (
                 record.run_key,
                 record.dag_id,
@@ -194,6 +239,7 @@ class ResetLedger:
                 record.invalid,
                 record.batches,
                 record.batch_size,
+                record.carried_over,
                 time.time(),
             ),
         )
@@ -201,13 +247,13 @@ class ResetLedger:
     def load_run(self, key: str) -> RunRecord:
         rows = self._execute(
             f"""SELECT run_key, dag_id, run_id, scope_json, scope_key, dry_run, candidates, invalid, batches,
-                   batch_size FROM {RUNS} WHERE run_key = ?""",
+                   batch_size, carried_over FROM {RUNS} WHERE run_key = ?""",
             (key,),
         )
         if not rows:
             raise LookupError(f"run {key!r} was never planned (no row in {RUNS})")
         r = rows[0]
-        return RunRecord(r[0], r[1], r[2], json.loads(r[3]), r[4], bool(r[5]), r[6], r[7], r[8], r[9])
+        return RunRecord(r[0], r[1], r[2], json.loads(r[3]), r[4], bool(r[5]), r[6], r[7], r[8], r[9], r[10])
 
     def previous_candidate_count(self, dag_id: str, key: str) -> int | None:
         """Candidates of the latest earlier planned run of the DAG (for the jump guard)."""
@@ -218,12 +264,13 @@ class ResetLedger:
         )
         return rows[0][0] if rows else None
 
-    def candidate_slice(self, key: str, first: int, last: int) -> list[str]:
+    def candidate_slice(self, key: str, first: int, last: int) -> list[tuple[str, str]]:
+        """``(lead_id, scope_key)`` of candidates ``first..last`` of the run."""
         rows = self._execute(
-            f"SELECT lead_id FROM {CANDIDATES} WHERE run_key = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+            f"SELECT lead_id, scope_key FROM {CANDIDATES} WHERE run_key = ? AND seq BETWEEN ? AND ? ORDER BY seq",
             (key, first, last),
         )
-        return [r[0] for r in rows]
+        return [(r[0], r[1]) for r in rows]
 
     # -- outcomes -----------------------------------------------------------------------------------
 
@@ -243,11 +290,12 @@ class ResetLedger:
             found.update(r[0] for r in rows)
         return found
 
-    def in_flight(self, key: str, lead_ids: Sequence[str]) -> set[str]:
-        """Leads of this run left ``sending`` by a process that died: their request may have gone out."""
-        rows = self._execute(f"SELECT lead_id FROM {AUDIT} WHERE run_key = ? AND outcome = 'sending'", (key,))
-        wanted = set(lead_ids)
-        return {r[0] for r in rows if r[0] in wanted}
+    def in_flight(self, key: str) -> set[tuple[str, str]]:
+        """``(lead_id, scope_key)`` of this run left ``sending`` by a process that died: maybe sent."""
+        rows = self._execute(
+            f"SELECT lead_id, scope_key FROM {AUDIT} WHERE run_key = ? AND outcome = 'sending'", (key,)
+        )
+        return {(r[0], r[1]) for r in rows}
 
     def record(
         self,
@@ -272,7 +320,7 @@ class ResetLedger:
             f"""INSERT INTO {AUDIT} (run_key, lead_id, dag_id, batch, scope_key, from_date, to_date, categories,
                    outcome, status_code, exception_type, message, attempts, sends, started_at, finished_at,
                    budget_wait) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (run_key, lead_id) DO UPDATE SET outcome = excluded.outcome,
+                ON CONFLICT (run_key, lead_id, scope_key) DO UPDATE SET outcome = excluded.outcome,
                    batch = excluded.batch, status_code = excluded.status_code,
                    exception_type = excluded.exception_type, message = excluded.message,
                    attempts = {AUDIT}.attempts + excluded.attempts, sends = {AUDIT}.sends + excluded.sends,
@@ -325,7 +373,7 @@ class ResetLedger:
         """Staged candidates of the run without a final outcome (never reached, or left ``sending``)."""
         rows = self._execute(
             f"""SELECT COUNT(*) FROM {CANDIDATES} c LEFT JOIN {AUDIT} a
-                    ON a.run_key = c.run_key AND a.lead_id = c.lead_id
+                    ON a.run_key = c.run_key AND a.lead_id = c.lead_id AND a.scope_key = c.scope_key
                 WHERE c.run_key = ? AND (a.lead_id IS NULL OR a.outcome = 'sending')""",
             (key,),
         )

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import tempfile
 import threading
 import time
@@ -46,6 +47,46 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _BUDGET_NAME = "leadsquared"
+_POLL_SECONDS = 0.02  # how often a waiting caller tries again (on average)
+
+# pyrate-limiter's RedisBucket script (LuaScript.PUT_ITEM), timed by the Redis server's clock instead of the
+# caller's. The stock script counts the sliding window up to the caller's timestamp, taken before the call
+# reached Redis: a caller delayed in between (a busy machine) misses the units others took meanwhile and goes
+# over the limit, and callers on several machines depend on their clocks agreeing. Here every unit is timed
+# inside the script, on one clock, and the window counts everything from its start. (The caller's window
+# length is kept: ARGV[1] - window_start, the sliding log's interval.)
+_PUT_ITEM_ON_SERVER_CLOCK = """
+local bucket = KEYS[1]
+local client_now = tonumber(ARGV[1])
+local space_required = tonumber(ARGV[2])
+local item_name = ARGV[3]
+local rates_count = tonumber(ARGV[4])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+
+for i=1,rates_count do
+    local offset = (i - 1) * 3
+    local window_start = now - (client_now - tonumber(ARGV[5 + offset]))
+    local limit = tonumber(ARGV[5 + offset + 1])
+    local blocking_rank = tonumber(ARGV[5 + offset + 2])
+    local count = redis.call('ZCOUNT', bucket, window_start, '+inf')
+    if limit - tonumber(count) < space_required then
+        local blocking_timestamp = -1
+        if blocking_rank >= 0 then
+            local blocking = redis.call('ZRANGE', bucket, -1 - blocking_rank, -1 - blocking_rank, 'WITHSCORES')
+            if blocking[2] then
+                blocking_timestamp = tonumber(blocking[2])
+            end
+        end
+        return {i - 1, blocking_timestamp}
+    end
+end
+
+for i=1,space_required do
+    redis.call('ZADD', bucket, now, item_name..i)
+end
+return {-1, -1}
+"""
 
 
 def account_tag(access_key: str) -> str:
@@ -109,22 +150,37 @@ class RateBudget:
             from pyrate_limiter import RedisBucket
             from redis import Redis
 
-            bucket = RedisBucket.init(
-                rates, Redis.from_url(self.backend_url), f"leadsquared_budget:{self.tag}:{self.interval_ms}"
+            redis = Redis.from_url(self.backend_url)
+            bucket = RedisBucket(
+                rates,
+                redis,
+                f"leadsquared_budget:{self.tag}:{self.interval_ms}",
+                redis.script_load(_PUT_ITEM_ON_SERVER_CLOCK),
             )
         else:
             raise InvalidConnection(
                 f"rate_budget_url {parsed.scheme or self.backend_url!r} is not supported: "
                 "use sqlite:///path or redis://host:port/db"
             )
-        # buffer_ms: pyrate-limiter sleeps this much past the computed wait before it re-checks.
-        return Limiter(bucket, buffer_ms=10)
+        return Limiter(bucket)
+
+    def _take(self, weight: int) -> None:
+        """Take ``weight`` units, waiting until the window has room for them.
+
+        Every attempt is a new, non-blocking one, stamped with the clock at that moment. pyrate-limiter's own
+        blocking mode re-submits the first attempt's timestamp advanced by the planned sleep: when a sleep
+        overruns (a busy machine), the unit is logged earlier than the call is made, and the Redis bucket counts
+        the window only up to that stale time, missing the units other processes took since. Two Celery
+        workers sharing a Redis budget went over the limit that way (tests/distributed).
+        """
+        with self._lock:  # one thread of this process at a time contends for the shared backend
+            while not self._limiter.try_acquire(_BUDGET_NAME, weight=weight, blocking=False):
+                time.sleep(_POLL_SECONDS * (0.5 + random.random()))  # jitter: waiters do not poll in lockstep
 
     def acquire(self) -> float:
         """Take one call's unit, blocking until the window has room; return the seconds waited."""
         started = time.monotonic()
-        with self._lock:  # one thread of this process at a time contends for the shared file lock
-            self._limiter.try_acquire(_BUDGET_NAME, weight=1, blocking=True)
+        self._take(1)
         return time.monotonic() - started
 
     def penalize(self) -> None:
@@ -133,5 +189,4 @@ class RateBudget:
             "LeadSquared answered 'rate limited': every caller of this account pauses for one window (%.1f s)",
             self.window_seconds + self.margin_seconds,
         )
-        with self._lock:
-            self._limiter.try_acquire(_BUDGET_NAME, weight=self.limit, blocking=True)
+        self._take(self.limit)

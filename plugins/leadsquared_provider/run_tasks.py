@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterator, Mapping
@@ -108,6 +109,14 @@ def plan_run(context: Mapping[str, Any], *, warehouse_conn_id: str, leadsquared_
             )
             source = f"include/sql/{CANDIDATE_QUERY}"
             cleaned = clean_candidates(_query_lead_ids(ledger, sql))
+        carried: list[tuple[str, str]] = []
+        if params.get("retry_earlier_failures", True) and not params.get("lead_ids") and not params.get("dry_run"):
+            own = set(cleaned.valid)
+            carried = [
+                (lead, scope_key)
+                for lead, scope_key in ledger.carry_over(dag_run.dag_id, key)
+                if not (scope_key == scope.key and lead in own)
+            ]
         count = len(cleaned.valid)
         log.info(
             "%s: %d candidate leads (%d nulls/blanks, %d duplicates, %d not GUIDs dropped)",
@@ -117,15 +126,19 @@ def plan_run(context: Mapping[str, Any], *, warehouse_conn_id: str, leadsquared_
             cleaned.duplicates,
             len(cleaned.invalid),
         )
+        if carried:
+            log.info("%d lead(s) that failed in earlier runs are retried for their original window", len(carried))
         check_blast_radius(
-            count,
+            count + len(carried),
             max_leads=int(params.get("max_leads_per_run", 10_000)),
             previous=ledger.previous_candidate_count(dag_run.dag_id, key),
             max_growth=float(params.get("max_growth_factor", 10)),
             growth_floor=int(params.get("growth_guard_floor", 100)),
         )
-        batches = list(batch_ranges(count, int(params.get("batch_size", 200))))
-        ledger.stage_candidates(key, cleaned.valid)
+        batches = list(batch_ranges(count + len(carried), int(params.get("batch_size", 200))))
+        ledger.save_scope(scope.key, scope.to_dict())
+        scope_key = scope.key  # hashes the scope on every access: once here, not once per lead
+        ledger.stage_candidates(key, itertools.chain(((lead, scope_key) for lead in cleaned.valid), carried))
         record = RunRecord(
             run_key=key,
             dag_id=dag_run.dag_id,
@@ -137,6 +150,7 @@ def plan_run(context: Mapping[str, Any], *, warehouse_conn_id: str, leadsquared_
             invalid=len(cleaned.invalid),
             batches=len(batches),
             batch_size=(batches[0]["last"] - batches[0]["first"] + 1) if batches else 0,
+            carried_over=len(carried),
         )
         ledger.save_run(record)
         now = time.time()
@@ -186,6 +200,7 @@ def build_summary(ledger: ResetLedger, key: str) -> dict[str, Any]:
         "dry_run": run.dry_run,
         "window": {"from": run.scope.get("from_date"), "to": run.scope.get("to_date")},
         "candidates": run.candidates,
+        "retried_from_earlier_runs": run.carried_over,
         "invalid_ids": run.invalid,
         "batches": run.batches,
         "counts": {str(k): v for k, v in sorted(counts.items())},
@@ -201,7 +216,8 @@ def format_report(summary: Mapping[str, Any]) -> str:
         f"LeadSquared reset report - {summary['run']}{'  (DRY RUN: nothing was sent)' if summary['dry_run'] else ''}",
         f"window (UTC): {summary['window']['from'] or 'lead creation'} .. {summary['window']['to'] or 'now'}",
         f"candidates: {summary['candidates']} in {summary['batches']} batch(es);"
-        f" ids that were not GUIDs: {summary['invalid_ids']}",
+        f" ids that were not GUIDs: {summary['invalid_ids']};"
+        f" leads retried from earlier runs: {summary.get('retried_from_earlier_runs', 0)}",
         "",
         f"{'outcome':<14}{'leads':>8}",
         f"{'-' * 14}{'-' * 8}",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,25 +26,15 @@ from tests.e2e.scenario import Scenario
 from tests.pg_server import unique_db_name
 from tests.redis_server import RedisServer
 
-# A small plan (Super: 10 calls per 5 s), so that four batches on two workers contend for the budget.
-RATE_LIMIT, RATE_WINDOW_SECONDS = 10, 5
+# A small plan (Pro: 5 calls per 5 s), so that the batches on the two workers contend for the budget; the
+# budget's default margin.
+RATE_LIMIT, RATE_WINDOW_SECONDS, RATE_MARGIN_SECONDS = 5, 5, 0.2
 
 
 @dataclass
 class CeleryE2E(E2E):
     endpoints: Endpoints
     scheduler_health_url: str
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """A started throwaway ``redis-server`` on 127.0.0.1 and a free port, nothing saved to disk."""
-    try:
-        server = RedisServer().start()
-    except RuntimeError as missing:
-        pytest.fail(str(missing), pytrace=False)
-    yield server
-    server.stop()
 
 
 def _machine_local_env(health_port: int) -> dict[str, str]:
@@ -110,6 +99,7 @@ def celery_e2e(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any, r
                 secret_key=ADMIN_SECRET,
                 rate_limit=RATE_LIMIT,
                 rate_window_seconds=RATE_WINDOW_SECONDS,
+                rate_margin_seconds=RATE_MARGIN_SECONDS,
             )
             stack = AirflowStack(
                 StackConfig(

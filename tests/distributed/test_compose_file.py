@@ -153,6 +153,7 @@ def test_connections_are_the_dags_and_the_rate_budget_is_the_compose_redis(compo
             secret_key=example_env["LEADSQUARED_SECRET_KEY"],
             rate_limit=int(example_env["LEADSQUARED_RATE_LIMIT"]),
             rate_window_seconds=int(example_env["LEADSQUARED_RATE_WINDOW_SECONDS"]),
+            rate_margin_seconds=float(example_env["LEADSQUARED_RATE_MARGIN_SECONDS"]),
         )
         assert env["AIRFLOW_CONN_WAREHOUSE_DEFAULT"] == example_env["WAREHOUSE_CONNECTION"]
     assert json.loads(example_env["WAREHOUSE_CONNECTION"])["conn_type"] == "sqlite"  # the demo's warehouse

@@ -57,7 +57,14 @@ def cluster_settings(endpoints: Endpoints) -> dict[str, str]:
 
 
 def leadsquared_connection(
-    endpoints: Endpoints, *, host: str, access_key: str, secret_key: str, rate_limit: int, rate_window_seconds: float
+    endpoints: Endpoints,
+    *,
+    host: str,
+    access_key: str,
+    secret_key: str,
+    rate_limit: int,
+    rate_window_seconds: float,
+    rate_margin_seconds: float,
 ) -> dict[str, Any]:
     """The DAG's LeadSquared connection, its rate budget on the topology's Redis."""
     return {
@@ -68,6 +75,7 @@ def leadsquared_connection(
         "extra": {
             "rate_limit": rate_limit,
             "rate_window_seconds": rate_window_seconds,
+            "rate_margin_seconds": rate_margin_seconds,
             "rate_budget_url": endpoints.budget_url,
         },
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import time
@@ -21,12 +22,13 @@ import pytest
 from lsq_emulator import EmulatorConfig
 from tests.conftest import lsq_lead
 from tests.e2e.conftest import E2E, _start
-from tests.e2e.scenario import Scenario
+from tests.e2e.scenario import MISSING_LEAD, Scenario
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 FAULT_LEADS, CRASH_LEADS = 2000, 240
 FAULT_DAY, CRASH_DAY = "2026-10-01", "2026-10-02"  # UTC days in the warehouse table below
+CARRY_DAYS = ("2026-10-03", "2026-10-04", "2026-10-05")
 MAX_RETRIES = 3
 TRANSIENT = {"fault_5xx", "timeout", "dropped", "html", "non_json"}
 
@@ -36,13 +38,16 @@ def reliability(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     tmp = tmp_path_factory.mktemp("e2e-reliability")
     fault_leads = [lsq_lead() for _ in range(FAULT_LEADS)]
     crash_leads = [lsq_lead() for _ in range(CRASH_LEADS)]
+    carry_leads = [lsq_lead() for _ in range(9)]
     warehouse = tmp / "warehouse.db"
     with sqlite3.connect(warehouse) as conn:
         conn.execute("CREATE TABLE lsq_reset_requests (prospect_id TEXT, requested_at TEXT)")
         conn.executemany(
             "INSERT INTO lsq_reset_requests VALUES (?, ?)",
             [(lead["ProspectId"], f"{FAULT_DAY} 10:00:00") for lead in fault_leads]
-            + [(lead["ProspectId"], f"{CRASH_DAY} 10:00:00") for lead in crash_leads],
+            + [(lead["ProspectId"], f"{CRASH_DAY} 10:00:00") for lead in crash_leads]
+            + [(lead["ProspectId"], f"{CARRY_DAYS[i // 3]} 10:00:00") for i, lead in enumerate(carry_leads)]
+            + [(MISSING_LEAD, f"{CARRY_DAYS[0]} 11:00:00")],
         )
     conn.close()
 
@@ -60,7 +65,7 @@ def reliability(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         query,
         Scenario(per_day=1),
         config=config,
-        extra_leads=fault_leads + crash_leads,
+        extra_leads=fault_leads + crash_leads + carry_leads,
         timeout_seconds=0.5,
         max_retries=MAX_RETRIES,
         max_rate_limit_waits=100,
@@ -124,7 +129,8 @@ def test_fault_matrix_every_lead_one_outcome_none_accepted_twice(reliability):
     summary = e2e.stack.xcom(run_id, "report")
     assert summary["failures"] == len(failed)
     assert {r["lead_id"] for r in summary["first_failed"]} <= set(failed)
-    assert all(r["message"].startswith(f"gave up after {MAX_RETRIES + 1} attempt(s)") for r in summary["first_failed"])
+    # Each names its reason; attempts count rate-limited sends too, which are not failures.
+    assert all(re.match(r"gave up after \d+ attempt\(s\): ", r["message"]) for r in summary["first_failed"])
     print(f"\nfault matrix: {dict(outcomes)}; emulator saw {dict(seen)}")
 
 
@@ -147,7 +153,7 @@ def test_sigkill_three_times_then_resume_loses_nothing(reliability):
     e2e = reliability
     e2e.emulator.clear_calls()
     e2e.emulator.configure(latency=(0.15, 0.25))
-    conf = {**window(CRASH_DAY), "batch_size": CRASH_LEADS, "max_in_flight": 1}
+    conf = {**window(CRASH_DAY), "batch_size": CRASH_LEADS, "max_in_flight": 1, "retry_earlier_failures": False}
     run_id = e2e.stack.trigger(conf, run_id=f"crash__{time.time_ns()}")
     kills = 0
     deadline = time.monotonic() + 900
@@ -190,3 +196,54 @@ def test_sigkill_three_times_then_resume_loses_nothing(reliability):
     assert repeated <= possibly and len(possibly) <= kills
     assert e2e.stack.xcom(run_id, "report")["possibly_repeated"] == len(possibly)
     print(f"\ncrash/resume: {kills} kills, {len(repeated)} duplicate accepted resets, {len(possibly)} reported")
+
+
+def test_failed_leads_come_back_in_the_next_run_for_their_original_window(reliability):
+    e2e = reliability
+    day_leads = {
+        day: sorted(
+            r[0]
+            for r in e2e.query("SELECT prospect_id FROM lsq_reset_requests WHERE requested_at LIKE ?", (f"{day}%",))
+            if r[0] != MISSING_LEAD
+        )
+        for day in CARRY_DAYS
+    }
+    failing = day_leads[CARRY_DAYS[0]][:2]
+    earlier_failed = {
+        r[0]: r[1] for r in e2e.query("SELECT lead_id, from_date FROM leadsquared_reset_audit WHERE outcome = 'failed'")
+    }
+
+    e2e.emulator.configure(failing_leads=tuple(failing))
+    e2e.emulator.clear_calls()
+    run_a = e2e.stack.trigger({**window(CARRY_DAYS[0]), "failure_threshold": 100}, run_id=f"carry_a__{time.time_ns()}")
+    assert e2e.stack.wait_for_run(run_a) == "success"
+    e2e.emulator.configure(failing_leads=())
+    audit_a = e2e.audit(run_a)
+    assert {lead for lead, row in audit_a.items() if row[0] == "failed"} >= set(failing)
+    assert audit_a[MISSING_LEAD][0] == "rejected"
+    # The fault matrix's failed leads came back in this run, for the fault matrix's window.
+    sent_a = {(c["lead_id"], c["body"]["FromDate"]) for c in e2e.reset_calls() if c["outcome"] == "queued"}
+    assert {(lead, f"{FAULT_DAY} 00:00:00") for lead in earlier_failed} <= sent_a
+    assert {audit_a[lead][0] for lead in earlier_failed} == {"queued"}
+
+    e2e.emulator.clear_calls()
+    run_b = e2e.stack.trigger(window(CARRY_DAYS[1]), run_id=f"carry_b__{time.time_ns()}")
+    assert e2e.stack.wait_for_run(run_b) == "success"
+    calls = e2e.reset_calls()
+    sent = {(c["lead_id"], c["body"]["FromDate"]) for c in calls}
+    start_a = f"{CARRY_DAYS[0]} 00:00:00"
+    assert {(lead, start_a) for lead in failing} <= sent  # back, for their original window
+    assert {(lead, f"{CARRY_DAYS[1]} 00:00:00") for lead in day_leads[CARRY_DAYS[1]]} <= sent
+    assert all(c["lead_id"] != MISSING_LEAD for c in calls)  # rejected for good: not retried
+    retried = {lead for lead, _ in sent} - set(day_leads[CARRY_DAYS[1]])
+    assert retried == set(failing)
+    assert len(calls) == len(sent)
+    audit_b = e2e.audit(run_b)
+    assert all(audit_b[lead][0] == "queued" and audit_b[lead][4] == start_a for lead in failing)
+    summary = e2e.stack.xcom(run_b, "report")
+    assert summary["retried_from_earlier_runs"] == len(retried)
+
+    e2e.emulator.clear_calls()
+    run_c = e2e.stack.trigger(window(CARRY_DAYS[2]), run_id=f"carry_c__{time.time_ns()}")
+    assert e2e.stack.wait_for_run(run_c) == "success"
+    assert {c["lead_id"] for c in e2e.reset_calls()} == set(day_leads[CARRY_DAYS[2]])  # nothing carried twice

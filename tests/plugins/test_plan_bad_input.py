@@ -166,7 +166,7 @@ def test_messy_lead_ids_are_cleaned_and_bad_ones_recorded_never_sent(plan, serve
     assert batches == [{"batch": 1, "first": 1, "last": 2}]
     ledger = ResetLedger(plan.warehouse)
     rows = {r["lead_id"]: r for r in ledger.iter_rows("leadsquared_reset/manual__1")}
-    assert ledger.candidate_slice("leadsquared_reset/manual__1", 1, 2) == [IDS[0], IDS[1]]
+    assert [lead for lead, _ in ledger.candidate_slice("leadsquared_reset/manual__1", 1, 2)] == [IDS[0], IDS[1]]
     ledger.close()
     assert {k for k, r in rows.items() if r["outcome"] == "rejected"} == {"x" * 200, "'; DROP TABLE leads; --", "1234"}
     assert all(r["exception_type"] == "InvalidLeadId" and r["sends"] == 0 for r in rows.values())

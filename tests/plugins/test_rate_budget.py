@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import multiprocessing
+import threading
 import time
 
 import pytest
@@ -56,6 +58,47 @@ def test_penalty_blocks_other_holders_of_the_budget(tmp_path):
     assert first.acquire() < 0.1
     first.penalize()
     assert second.acquire() >= 0.8  # the other holder waits out the penalty window
+
+
+@pytest.mark.parametrize("backend", ["redis", "sqlite"])
+def test_holders_of_one_budget_stay_under_the_limit_when_sleeps_overrun(backend, redis_server, tmp_path, monkeypatch):
+    """Four holders (each its own limiter, as in four processes) on a busy machine: every sleep runs 80 ms
+    late. Taking a unit must still log it at the time the call is made, or the holders together go over."""
+    import pyrate_limiter.limiter
+
+    import leadsquared_provider.rate_budget as rate_budget
+
+    real_sleep = time.sleep
+    late = lambda seconds: real_sleep(seconds + 0.08)  # noqa: E731
+    monkeypatch.setattr(pyrate_limiter.limiter, "sleep", late)
+    monkeypatch.setattr(rate_budget.time, "sleep", late)
+    url = redis_server.url(2) if backend == "redis" else f"sqlite:///{tmp_path / 'b.sqlite'}"
+    tag = f"overrun-{backend}-{time.time_ns()}"
+    limit, window, margin, seconds = 5, 1.0, 0.1, 4.0
+    taken: list[float] = []
+
+    def hold(budget: RateBudget) -> None:
+        end = time.time() + seconds
+        while time.time() < end:
+            budget.acquire()
+            taken.append(time.time())
+
+    holders = [
+        threading.Thread(
+            target=hold,
+            args=(RateBudget(limit=limit, window_seconds=window, margin_seconds=margin, tag=tag, backend_url=url),),
+        )
+        for _ in range(4)
+    ]
+    for holder in holders:
+        holder.start()
+    for holder in holders:
+        holder.join()
+
+    times = sorted(taken)
+    busiest = max(bisect.bisect_left(times, t + window) - i for i, t in enumerate(times))
+    assert busiest <= limit, f"{busiest} units within {window} s"
+    assert len(times) >= limit * seconds / (window + margin) * 0.8  # and the budget was used, not starved
 
 
 def test_budget_rejects_unknown_backend():

@@ -80,7 +80,6 @@ class LeadSquaredResetOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
-        from leadsquared_provider.reset_request import ResetScope
 
         try:
             self.max_in_flight = int(self.max_in_flight)
@@ -97,25 +96,42 @@ class LeadSquaredResetOperator(BaseOperator):
         ledger = ResetLedger(self.warehouse_conn_id)
         try:
             run = ledger.load_run(key)
-            scope = ResetScope.from_mapping(run.scope)
             leads = ledger.candidate_slice(key, batch["first"], batch["last"])
-            already = ledger.already_done(leads, run.scope_key)
-            todo = [lead for lead in leads if lead not in already]
+            scopes = ledger.load_scopes(scope_key for _, scope_key in leads)
+            work = _BatchWork(ledger, run, batch["batch"], scopes)
+            already = {
+                (lead, scope_key)
+                for scope_key in scopes
+                for lead in ledger.already_done([lead for lead, sk in leads if sk == scope_key], scope_key)
+            }
+            todo = [pair for pair in leads if pair not in already]
+            carried = sum(1 for _, scope_key in leads if scope_key != run.scope_key)
             self.log.info(
-                "%s: %d leads, %d already done under this window and categories, %d to send%s",
+                "%s: %d leads (%d retried from earlier runs), %d already done under their window and categories, "
+                "%d to send%s",
                 batch_label(batch),
                 len(leads),
+                carried,
                 len(already),
                 len(todo),
                 " (dry run)" if run.dry_run else "",
             )
             counts: Counter[str] = Counter()
-            self._record_settled(ledger, run, batch["batch"], already, counts)
+            now = time.time()
+            for lead, scope_key in sorted(already):
+                message = "not sent: already queued or rejected under this window and categories"
+                work.record(ResetResult(lead, Outcome.ALREADY_DONE, None, None, message, 0, now, now), scope_key, 0)
+                counts[Outcome.ALREADY_DONE] += 1
             if run.dry_run:
-                self._record_dry_run(ledger, run, batch["batch"], todo, counts)
+                for lead, scope_key in todo:
+                    result = ResetResult(
+                        lead, Outcome.DRY_RUN, None, None, "dry run: would have been sent", 0, now, now
+                    )
+                    work.record(result, scope_key, 0)
+                    counts[Outcome.DRY_RUN] += 1
             else:
                 hook = LeadSquaredHook(leadsquared_conn_id=self.leadsquared_conn_id)
-                auth = self._send_all(ledger, run, batch["batch"], scope, todo, hook, counts)
+                auth = self._send_all(work, todo, hook, counts)
                 if auth is not None:
                     raise AirflowFailException(
                         f"LeadSquared refused the keys or host ({auth.status_code} {auth.exception_type}: "
@@ -127,76 +143,26 @@ class LeadSquaredResetOperator(BaseOperator):
         self.log.info("%s done: %s", batch_label(batch), dict(counts))
         return {"batch": batch["batch"], "leads": len(leads), **counts}
 
-    def _record_settled(
-        self, ledger: ResetLedger, run: RunRecord, batch: int, leads: set[str], counts: Counter[str]
-    ) -> None:
-        """Give leads settled earlier their row in this run, without sending them."""
-        now = time.time()
-        for lead in sorted(leads):
-            message = "not sent: already queued or rejected under this window and categories"
-            result = ResetResult(lead, Outcome.ALREADY_DONE, None, None, message, 0, now, now)
-            ledger.record(
-                key=run.run_key,
-                dag_id=run.dag_id,
-                batch=batch,
-                scope=run.scope,
-                scope_key=run.scope_key,
-                result=result,
-                sends=0,
-            )
-            counts[Outcome.ALREADY_DONE] += 1
-
-    def _record_dry_run(
-        self, ledger: ResetLedger, run: RunRecord, batch: int, todo: list[str], counts: Counter[str]
-    ) -> None:
-        now = time.time()
-        for lead in todo:
-            result = ResetResult(lead, Outcome.DRY_RUN, None, None, "dry run: would have been sent", 0, now, now)
-            ledger.record(
-                key=run.run_key,
-                dag_id=run.dag_id,
-                batch=batch,
-                scope=run.scope,
-                scope_key=run.scope_key,
-                result=result,
-                sends=0,
-            )
-            counts[Outcome.DRY_RUN] += 1
-
     def _send_all(
         self,
-        ledger: ResetLedger,
-        run: RunRecord,
-        batch: int,
-        scope: Any,
-        todo: list[str],
+        work: _BatchWork,
+        todo: list[tuple[str, str]],
         hook: LeadSquaredHook,
         counts: Counter[str],
     ) -> ResetResult | None:
         """Send the batch with at most ``max_in_flight`` requests out; return the auth failure, if any."""
         from leadsquared_provider.reset_request import ResetRequest
 
-        def record(result: ResetResult, sends: int | None = None) -> None:
-            ledger.record(
-                key=run.run_key,
-                dag_id=run.dag_id,
-                batch=batch,
-                scope=run.scope,
-                scope_key=run.scope_key,
-                result=result,
-                sends=sends,
-            )
-
-        maybe_sent = ledger.in_flight(run.run_key, todo)
-        if maybe_sent:
+        maybe_sent = work.ledger.in_flight(work.run.run_key)
+        if maybe_sent & set(todo):
             self.log.warning(
                 "%d lead(s) were being sent when an earlier try died; they are sent again and reported "
                 "as possibly repeated",
-                len(maybe_sent),
+                len(maybe_sent & set(todo)),
             )
         auth_failure: ResetResult | None = None
         progress = _Progress(self.log, len(todo), self.progress_every_seconds)
-        pending: dict[Future[ResetResult], str] = {}
+        pending: dict[Future[ResetResult], tuple[str, str]] = {}
         queue = iter(todo)
         done = 0
         last_run_check = float("-inf")
@@ -205,50 +171,73 @@ class LeadSquaredResetOperator(BaseOperator):
                 if auth_failure is None and time.monotonic() - last_run_check > 2.0:
                     # Another batch of this run met wrong keys: stop sending here too.
                     last_run_check = time.monotonic()
-                    if ledger.outcome_counts(run.run_key).get(Outcome.AUTH_FAILED):
+                    if work.ledger.outcome_counts(work.run.run_key).get(Outcome.AUTH_FAILED):
                         auth_failure = ResetResult(
                             "", Outcome.AUTH_FAILED, None, None, "another batch of this run was refused", 0, 0, 0
                         )
                 while auth_failure is None and len(pending) < self.max_in_flight:
-                    lead = next(queue, None)
-                    if lead is None:
+                    item = next(queue, None)
+                    if item is None:
                         break
+                    lead, scope_key = item
                     now = time.time()
-                    record(ResetResult(lead, Outcome.SENDING, None, None, "request in flight", 0, now, now), 0)
-                    pending[pool.submit(hook.reset_lead, ResetRequest(lead, scope))] = lead
+                    work.record(
+                        ResetResult(lead, Outcome.SENDING, None, None, "request in flight", 0, now, now), scope_key, 0
+                    )
+                    pending[pool.submit(hook.reset_lead, ResetRequest(lead, work.scope(scope_key)))] = item
                 if not pending:
                     break
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    lead = pending.pop(future)
+                    item = pending.pop(future)
                     try:
                         result = future.result()
                     except LeadSquaredAuthError as exc:
                         now = time.time()
                         result = ResetResult(
-                            lead, Outcome.SKIPPED, exc.status_code, exc.exception_type, f"not sent: {exc}", 0, now, now
+                            item[0],
+                            Outcome.SKIPPED,
+                            exc.status_code,
+                            exc.exception_type,
+                            f"not sent: {exc}",
+                            0,
+                            now,
+                            now,
                         )
-                    record(result, result.attempts + (1 if lead in maybe_sent else 0))
+                    work.record(result, item[1], result.attempts + (1 if item in maybe_sent else 0))
                     counts[result.outcome] += 1
                     done += 1
                     if result.outcome is Outcome.AUTH_FAILED and auth_failure is None:
                         auth_failure = result
                 progress.tick(done)
-        for lead in queue:  # left unsent after an auth failure
+        for lead, scope_key in queue:  # left unsent after an auth failure
             now = time.time()
-            record(
-                ResetResult(
-                    lead,
-                    Outcome.SKIPPED,
-                    None,
-                    None,
-                    "not sent: the run stopped after LeadSquared refused the keys or host",
-                    0,
-                    now,
-                    now,
-                ),
-                0,
-            )
+            message = "not sent: the run stopped after LeadSquared refused the keys or host"
+            work.record(ResetResult(lead, Outcome.SKIPPED, None, None, message, 0, now, now), scope_key, 0)
             counts[Outcome.SKIPPED] += 1
         progress.tick(done, force=True)
         return auth_failure
+
+
+class _BatchWork:
+    """The ledger, run and scopes of one batch, and how one lead's result is written."""
+
+    def __init__(self, ledger: ResetLedger, run: RunRecord, batch: int, scopes: dict[str, dict[str, Any]]) -> None:
+        from leadsquared_provider.reset_request import ResetScope
+
+        self.ledger, self.run, self.batch, self.scopes = ledger, run, batch, scopes
+        self._typed = {key: ResetScope.from_mapping(scope) for key, scope in scopes.items()}
+
+    def scope(self, scope_key: str) -> Any:
+        return self._typed[scope_key]
+
+    def record(self, result: ResetResult, scope_key: str, sends: int) -> None:
+        self.ledger.record(
+            key=self.run.run_key,
+            dag_id=self.run.dag_id,
+            batch=self.batch,
+            scope=self.scopes[scope_key],
+            scope_key=scope_key,
+            result=result,
+            sends=sends,
+        )
