@@ -32,6 +32,7 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task, task_group
 
+from leadsquared_provider.notifications.run_report import RunReportNotifier
 from leadsquared_provider.operators.reset import LeadSquaredResetOperator
 
 # ---- Edit here: the defaults of every run (each can be overridden in the trigger form) ------------------
@@ -171,7 +172,8 @@ def leadsquared_reset():
         )
         reset >> check(batch)
 
-    @task(trigger_rule="all_done")
+    # Fires when the run fails (credentials, failures over the threshold, a guard): add Slack/e-mail here.
+    @task(trigger_rule="all_done", on_failure_callback=[RunReportNotifier(warehouse_conn_id=WAREHOUSE_CONN_ID)])
     def report() -> dict:
         """Read the run's outcomes back from the audit table; fail on credentials or too many failures."""
         from airflow.sdk.exceptions import AirflowFailException

@@ -64,3 +64,12 @@ def test_dag_parses_with_no_connections_and_no_network(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert time.perf_counter() - started < 120
+
+
+def test_pools_file_declares_every_pool_the_dags_use(dagbag):
+    """A task whose pool does not exist is silently never scheduled: the set-up's pools file must cover them."""
+    import json
+
+    declared = set(json.loads((DAGS.parent / "include" / "pools.json").read_text()))
+    used = {task.pool for dag in dagbag.dags.values() for task in dag.tasks} - {"default_pool"}
+    assert used and used <= declared

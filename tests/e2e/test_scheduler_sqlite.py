@@ -120,6 +120,35 @@ def test_refused_runs_send_nothing(sqlite_e2e, conf, failed_task, message):
         headers={"Accept": "application/json"},
     )
     assert message in json.dumps(log)
+    # The alert: one line for this run, with the reason and a link to the run.
+    alerts = (sqlite_e2e.stack.config.home / "logs" / "leadsquared_alerts.jsonl").read_text().splitlines()
+    [alert] = [json.loads(line) for line in alerts if json.loads(line)["run_id"] == run_id]
+    assert alert["task_id"] == "report"
+    assert alert["link"].endswith(f"/dags/leadsquared_reset/runs/{run_id}")
+    assert "no plan" in alert["reason"] and alert["summary"] is None
+
+
+def test_failures_over_threshold_fail_the_run_show_the_batch_and_alert(sqlite_e2e):
+    e2e = sqlite_e2e
+    lead = e2e.scenario.leads[0]["ProspectId"]
+    e2e.emulator.configure(failing_leads=(lead,))
+    try:
+        conf = {"from_date": "2026-11-25T00:00:00+05:30", "to_date": "2026-11-25T23:59:59+05:30", "lead_ids": [lead]}
+        run_id, state, calls = trigger_and_wait(e2e, conf, "failing")
+    finally:
+        e2e.emulator.configure(failing_leads=())
+    assert state == "failed"
+    assert len(calls) == 6  # 1 + max_retries (5), then given up
+    tis = {(ti["task_id"], ti["map_index"]): ti for ti in e2e.stack.task_instances(run_id)}
+    assert tis[("reset_batch.reset", 0)]["state"] == "success"
+    check = tis[("reset_batch.check", 0)]
+    assert (check["state"], check["rendered_map_index"]) == ("failed", "batch 1: leads 1–1")
+    assert tis[("report", -1)]["state"] == "failed"
+    alerts = (e2e.stack.config.home / "logs" / "leadsquared_alerts.jsonl").read_text().splitlines()
+    [alert] = [json.loads(line) for line in alerts if json.loads(line)["run_id"] == run_id]
+    assert "over failure_threshold=0" in alert["reason"]
+    assert alert["summary"]["counts"] == {"failed": 1}
+    assert alert["summary"]["first_failed"][0]["lead_id"] == lead
 
 
 def test_no_key_in_logs_xcom_rendered_fields_audit_or_emulator_record(sqlite_e2e):
