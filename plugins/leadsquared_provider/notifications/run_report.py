@@ -28,7 +28,7 @@ class RunReportNotifier(BaseNotifier):
     def __init__(
         self,
         *,
-        path: str = "{{ conf.get('logging', 'base_log_folder') }}/leadsquared_alerts.jsonl",
+        path: str | None = None,
         warehouse_conn_id: str = "warehouse_default",
     ) -> None:
         super().__init__()
@@ -61,7 +61,7 @@ class RunReportNotifier(BaseNotifier):
             "link": f"{base_url}/dags/{dag_run.dag_id}/runs/{dag_run.run_id}",
             "summary": self._summary(dag_run.dag_id, dag_run.run_id),
         }
-        path = Path(self.path)
+        path = Path(self.path or Path(conf.get("logging", "base_log_folder")) / "leadsquared_alerts.jsonl")
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as out:
             out.write(json.dumps(alert, default=str) + "\n")
