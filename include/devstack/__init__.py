@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -43,6 +44,9 @@ class StackConfig:
     api_port: int = 8080
     parallelism: int = 8
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Per component (the command as given to AirflowStack, e.g. "celery worker --celery-hostname w1"): env
+    # applied on top of the stack's, for what must differ between processes on one machine (ports, hostname).
+    component_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def api_url(self) -> str:
@@ -55,6 +59,15 @@ def _secret(home: Path, name: str) -> str:
         path.write_text(secrets.token_urlsafe(32))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def component_hostname() -> str:
+    """A ``[core] hostname_callable``: ``$DEVSTACK_HOSTNAME``, else the FQDN (Airflow's default).
+
+    Several Celery workers on one machine would all record the same task-instance hostname; each gets its own
+    name this way, as each container of docker-compose.yaml has its own host name.
+    """
+    return os.environ.get("DEVSTACK_HOSTNAME") or socket.getfqdn()
 
 
 def admin_password(home: Path) -> str:
@@ -85,6 +98,10 @@ def airflow_env(config: StackConfig) -> dict[str, str]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "PYTHONPATH": os.pathsep.join(
+            [str(PROJECT / "include"), str(PROJECT / "plugins"), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
         "AIRFLOW__API__BASE_URL": config.api_url,
         "AIRFLOW__API__PORT": str(config.api_port),
         "AIRFLOW__API__HOST": "127.0.0.1",
@@ -99,6 +116,8 @@ def airflow_env(config: StackConfig) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
     }
     env.update(config.extra_env)
+    if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
+        env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "devstack.sqlite_connect_args.CONNECT_ARGS")
     return env
 
 
@@ -126,7 +145,12 @@ def prepare(env: Mapping[str, str], connections: Mapping[str, Mapping[str, Any]]
 
 
 class AirflowStack:
-    """api-server + scheduler + dag-processor as child processes; logs under ``$AIRFLOW_HOME/stack-logs``."""
+    """api-server + scheduler + dag-processor as child processes; logs under ``$AIRFLOW_HOME/stack-logs``.
+
+    ``components`` are ``airflow`` commands, e.g. ``("api-server", "scheduler", "dag-processor", "triggerer",
+    "celery worker --concurrency 2 --celery-hostname w1")`` for a CeleryExecutor topology (its settings in
+    ``StackConfig.extra_env``, per-process ones in ``StackConfig.component_env``).
+    """
 
     COMPONENTS = ("api-server", "scheduler", "dag-processor")
 
@@ -141,10 +165,10 @@ class AirflowStack:
         logs = self.config.home / "stack-logs"
         logs.mkdir(parents=True, exist_ok=True)
         for name in self.components:
-            out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child's lifetime
+            out = open(logs / f"{self.log_name(name)}.log", "ab")  # noqa: SIM115 - kept open for the child's lifetime
             self.procs[name] = subprocess.Popen(
                 [str(VENV_BIN / "airflow"), *name.split()],
-                env=self.env,
+                env={**self.env, **self.config.component_env.get(name, {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -160,10 +184,17 @@ class AirflowStack:
             time.sleep(1)
         raise TimeoutError(f"the api-server did not answer within {timeout} s; see {logs}")
 
+    @staticmethod
+    def log_name(component: str) -> str:
+        """Its log's name under stack-logs/: ``celery worker --concurrency 2`` -> ``celery-worker-concurrency-2``."""
+        return re.sub(r"[^A-Za-z0-9_.]+", "-", component).strip("-")
+
     def _check_alive(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                raise RuntimeError(f"airflow {name} exited with {proc.returncode}; see its log in stack-logs/")
+                raise RuntimeError(
+                    f"airflow {name} exited with {proc.returncode}; see stack-logs/{self.log_name(name)}.log"
+                )
 
     def stop(self) -> None:
         for proc in self.procs.values():

@@ -22,8 +22,9 @@ our side so the API never has to refuse us:
   clock skew): :meth:`RateBudget.penalize` takes the whole window's units at once, so every caller in
   every process waits one full window before its next call.
 
-Assumptions: callers that share a backend share a clock (one machine for SQLite; for Redis, machines
-kept in sync by NTP, well inside the margin); the budget knows only our own calls.
+Assumptions: callers that share a backend share a clock (one machine for SQLite; with Redis every unit is
+timed on the Redis server's clock, and the callers' clocks, kept in sync by NTP, only decide when old units
+are trimmed); the budget knows only our own calls.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ import bisect
 import json
 import subprocess
 import time
-from pathlib import Path  # DEBUG-H6
 
 import pytest
 import requests
@@ -27,9 +26,9 @@ CELERY_APP = "airflow.providers.celery.executors.celery_executor.app"
 
 
 def busiest_window(calls: list[dict], seconds: float) -> int:
-    """The most calls the emulator received in any span of ``seconds``."""
+    """The most calls the emulator received in any span ``[t, t + seconds)``."""
     times = sorted(call["time"] for call in calls)
-    return max((bisect.bisect_right(times, t + seconds) - i for i, t in enumerate(times)), default=0)
+    return max((bisect.bisect_left(times, t + seconds) - i for i, t in enumerate(times)), default=0)
 
 
 def test_every_component_passes_its_compose_health_check(celery_e2e):
@@ -106,7 +105,6 @@ def test_backfill_spreads_batches_over_both_workers_within_the_rate_limit(celery
         time.sleep(2)
     assert sorted(r["state"] for r in runs) == ["success"] * 3
 
-    Path("/tmp/h6/calls.json").write_text(json.dumps(e2e.emulator.calls(), default=str))  # DEBUG-H6
     calls = e2e.reset_calls()
     # DAYS[1] was reset by the triggered run above (same window, same categories): nothing is sent again.
     assert {(c["body"]["FromDate"], c["body"]["ToDate"]) for c in calls} == {utc_window(DAYS[0]), utc_window(DAYS[2])}
@@ -123,7 +121,7 @@ def test_backfill_spreads_batches_over_both_workers_within_the_rate_limit(celery
     resets = [ti for ti in tis if ti["task_id"] == "reset_batch.reset"]
     assert {ti["hostname"] for ti in resets} == set(WORKER_HOSTNAMES)
     assert sum(e2e.emulator.stats()["rate_limited"].values()) == 0
-    # The workers wanted more than the plan allows: the shared budget held them at exactly its limit.
-    assert busiest_window(e2e.emulator.calls(), RATE_WINDOW_SECONDS + RATE_MARGIN_SECONDS) == RATE_LIMIT
+    # The workers wanted more than the plan allows, and no 5-s span held more than the limit (as the API counts).
+    assert busiest_window(e2e.emulator.calls(), RATE_WINDOW_SECONDS) == RATE_LIMIT
     interval_ms = round((RATE_WINDOW_SECONDS + RATE_MARGIN_SECONDS) * 1000)
     assert budget_keys == {f"leadsquared_budget:{account_tag(ADMIN_ACCESS)}:{interval_ms}".encode()}
