@@ -61,6 +61,8 @@ class RateFigures:
     ratio: float
     net_ratio: float | None
     max_in_window: int
+    quarter_ratios: list[float]
+    opening_seconds: float | None  # from the first call to the ``limit``-th: how long the opening window took
 
     @property
     def limit_per_second(self) -> float:
@@ -93,7 +95,20 @@ def rate_figures(calls: Iterable[Mapping[str, Any]], *, limit: int, window: floa
         ratio=rate / per_second,
         net_ratio=net,
         max_in_window=max_in_window([float(c["time"]) for c in admitted], window),
+        quarter_ratios=quarter_ratios(times, per_second),
+        opening_seconds=(times[limit - 1] - times[0]) if len(times) >= limit else None,
     )
+
+
+def quarter_ratios(times: Sequence[float], per_second: float) -> list[float]:
+    """Calls per second in each quarter of the span first..last call, over ``per_second``."""
+    if len(times) < 2 or times[-1] <= times[0]:
+        return []
+    first, quarter = times[0], (times[-1] - times[0]) / 4
+    counts = [0, 0, 0, 0]
+    for t in times:
+        counts[min(int((t - first) / quarter), 3)] += 1
+    return [round(c / quarter / per_second, 3) for c in counts]
 
 
 def union_length(intervals: Iterable[tuple[float, float]]) -> float:

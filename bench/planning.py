@@ -1,9 +1,10 @@
 """Candidate query + planning on a large warehouse table, timed in a fresh process with its peak RSS.
 
 The probe (``python -m bench.planning``) builds the real DAG from ``dags/leadsquared_reset.py`` and calls
-the plan task's own body, :func:`leadsquared_provider.run_tasks.plan_run` (candidate query, cleaning,
-guards, batches, staging in the warehouse), as a dry run (no LeadSquared call), against the warehouse
-connection ``warehouse_default`` given as an ``AIRFLOW_CONN_*`` variable. It prints one JSON line: the
+the plan task's own body, :func:`leadsquared_provider.run_tasks.plan_run` (keys check, candidate query,
+cleaning, earlier failures carried over, guards, batches, staging in the warehouse) against the warehouse
+connection ``warehouse_default`` given as an ``AIRFLOW_CONN_*`` variable (and ``leadsquared_default``, the
+emulator, unless it is a dry run). It prints one JSON line: the
 seconds the plan took (and how much of it went to query + cleaning), the process's peak RSS
 (``ru_maxrss``) before and after, and the batches (the map indexes a real run would get).
 """
@@ -81,10 +82,9 @@ def write_postgres_rows(connect: Any, rows: Iterable[tuple[str, str]], chunk: in
     try:
         with conn, conn.cursor() as cur:
             cur.execute(TABLE_DDL)
-            buffer, count = io.StringIO(), 0
-            for lead_id, at in rows:
+            buffer = io.StringIO()
+            for count, (lead_id, at) in enumerate(rows, start=1):
                 buffer.write(f"{lead_id}\t{at}\n")
-                count += 1
                 if count % chunk == 0:
                     buffer.seek(0)
                     cur.copy_expert("COPY lsq_reset_requests FROM STDIN", buffer)
@@ -109,8 +109,8 @@ def load_dag() -> Any:
     return module.leadsquared_reset()
 
 
-def probe(day: str, run_id: str, max_leads: int) -> dict[str, Any]:
-    """Run the plan task's body as a dry run on ``warehouse_default``; return the figures."""
+def probe(day: str, run_id: str, max_leads: int, dry_run: bool) -> dict[str, Any]:
+    """Run the plan task's body on ``warehouse_default`` (and ``leadsquared_default`` unless a dry run)."""
     started = time.perf_counter()
     from leadsquared_provider.ledger import ResetLedger, run_key
     from leadsquared_provider.run_tasks import plan_run
@@ -128,7 +128,7 @@ def probe(day: str, run_id: str, max_leads: int) -> dict[str, Any]:
     logger.setLevel(logging.INFO)
     logger.addHandler(_Marks())
     frm, to = iso_window(day)
-    params = {**dag.params.dump(), "from_date": frm, "to_date": to, "dry_run": True, "max_leads_per_run": max_leads}
+    params = {**dag.params.dump(), "from_date": frm, "to_date": to, "dry_run": dry_run, "max_leads_per_run": max_leads}
     context = {
         "params": params,
         "dag": dag,
@@ -160,9 +160,20 @@ def probe(day: str, run_id: str, max_leads: int) -> dict[str, Any]:
 
 
 def measure_planning(
-    warehouse_conn: str, *, day: str, home: Path, max_leads: int = 2_000_000, timeout: float = 600
+    warehouse_conn: str,
+    *,
+    day: str,
+    home: Path,
+    leadsquared_conn: str | None = None,
+    max_leads: int = 2_000_000,
+    timeout: float = 600,
 ) -> dict[str, Any]:
-    """Run :func:`probe` in a fresh interpreter with ``warehouse_conn`` as ``warehouse_default``."""
+    """Run :func:`probe` in a fresh interpreter with ``warehouse_conn`` as ``warehouse_default``.
+
+    With ``leadsquared_conn`` (``leadsquared_default``, e.g. the emulator) the plan is a real one: the keys
+    are checked and earlier runs' failures are looked up; without it, a dry run.
+    """
+    home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -172,9 +183,14 @@ def measure_planning(
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW_CONN_WAREHOUSE_DEFAULT": warehouse_conn,
     }
+    command = [sys.executable, "-m", "bench.planning", "--day", day, "--max-leads", str(max_leads)]
+    if leadsquared_conn is None:
+        command.append("--dry-run")
+    else:
+        env["AIRFLOW_CONN_LEADSQUARED_DEFAULT"] = leadsquared_conn
     run_id = f"bench_planning__{time.time_ns()}"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.planning", "--day", day, "--run-id", run_id, "--max-leads", str(max_leads)],
+        [*command, "--run-id", run_id],
         env=env,
         cwd=PROJECT,
         capture_output=True,
@@ -191,8 +207,9 @@ def main() -> None:
     parser.add_argument("--day", required=True, help="India-time day of the candidates, YYYY-MM-DD")
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--max-leads", type=int, default=2_000_000)
+    parser.add_argument("--dry-run", action="store_true", help="no LeadSquared connection: plan as a dry run")
     args = parser.parse_args()
-    print(json.dumps(probe(args.day, args.run_id, args.max_leads)))
+    print(json.dumps(probe(args.day, args.run_id, args.max_leads, args.dry_run)))
 
 
 if __name__ == "__main__":

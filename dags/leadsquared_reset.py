@@ -129,8 +129,8 @@ SQL_DIR = Path(__file__).resolve().parent.parent / "include" / "sql"
 )
 def leadsquared_reset():
     @task
-    def plan() -> list[dict[str, int]]:
-        """Window, candidates, guards; stages the batches in the warehouse and returns small descriptors."""
+    def plan() -> list[int]:
+        """Window, candidates, guards; stages the batches in the warehouse and returns their numbers."""
         from airflow.sdk.exceptions import AirflowFailException
 
         from leadsquared_provider.exceptions import PlanError
@@ -144,23 +144,21 @@ def leadsquared_reset():
             raise AirflowFailException(str(refused)) from refused
 
     @task(map_index_template="{{ batch_label }}")
-    def check(batch: dict[str, int]) -> dict[str, int]:
+    def check(batch: int) -> None:
         """Fail when this batch holds leads that were not reset."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from leadsquared_provider.exceptions import ResetFailuresError
-        from leadsquared_provider.planning import batch_label
         from leadsquared_provider.run_tasks import check_batch
 
         context = get_current_context()
-        context["batch_label"] = batch_label(batch)
-        try:
-            return check_batch(batch, context["dag_run"], warehouse_conn_id=WAREHOUSE_CONN_ID)
-        except ResetFailuresError as failures:  # the ledger will say the same on a retry
-            raise AirflowFailException(str(failures)) from failures
+        label, counts, failures = check_batch(batch, context["dag_run"], warehouse_conn_id=WAREHOUSE_CONN_ID)
+        context["batch_label"] = label
+        print(f"{label}: {counts}")  # the task log; no XCom, which would grow with the batch count
+        if failures:  # final: the ledger will say the same on a retry
+            raise AirflowFailException(failures)
 
     @task_group(group_id="reset_batch")
-    def reset_batch(batch: dict[str, int]) -> None:
+    def reset_batch(batch: int) -> None:
         reset = LeadSquaredResetOperator(
             task_id="reset",
             batch=batch,
@@ -173,7 +171,11 @@ def leadsquared_reset():
         reset >> check(batch)
 
     # Fires when the run fails (credentials, failures over the threshold, a guard): add Slack/e-mail here.
-    @task(trigger_rule="all_done", on_failure_callback=[RunReportNotifier(warehouse_conn_id=WAREHOUSE_CONN_ID)])
+    @task(
+        trigger_rule="all_done",
+        multiple_outputs=False,  # one XCom, the summary (a dict return would be split into one XCom per key)
+        on_failure_callback=[RunReportNotifier(warehouse_conn_id=WAREHOUSE_CONN_ID)],
+    )
     def report() -> dict:
         """Read the run's outcomes back from the audit table; fail on credentials or too many failures."""
         from airflow.sdk.exceptions import AirflowFailException

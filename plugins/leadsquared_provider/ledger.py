@@ -94,6 +94,12 @@ class RunRecord:
     batch_size: int
     carried_over: int = 0
 
+    def batch(self, number: int) -> dict[str, int]:
+        """The bounds of batch ``number`` among the run's staged candidates (its own and carried over)."""
+        from leadsquared_provider.planning import batch_bounds
+
+        return batch_bounds(number, self.batch_size, self.candidates + self.carried_over)
+
 
 def run_key(dag_id: str, run_id: str) -> str:
     return f"{dag_id}/{run_id}"

@@ -122,5 +122,13 @@ def batch_ranges(count: int, batch_size: int, max_batches: int = MAX_BATCHES) ->
         yield {"batch": index, "first": first, "last": min(first + size - 1, count)}
 
 
+def batch_bounds(number: int, size: int, total: int) -> dict[str, int]:
+    """The descriptor of batch ``number`` (1-based) of ``total`` leads in batches of ``size``."""
+    if not 1 <= number <= math.ceil(total / size):
+        raise PlanError(f"batch {number} does not exist: {total} leads in batches of {size}")
+    first = (number - 1) * size + 1
+    return {"batch": number, "first": first, "last": min(first + size - 1, total)}
+
+
 def batch_label(batch: Mapping[str, int]) -> str:
     return f"batch {batch['batch']}: leads {batch['first']}–{batch['last']}"

@@ -66,7 +66,7 @@ def check_credentials(leadsquared_conn_id: str) -> str:
     return f"keys of {user.get('EmailAddress') or '?'} ({user.get('Role')}) accepted by {hook.base_url}"
 
 
-def plan_run(context: Mapping[str, Any], *, warehouse_conn_id: str, leadsquared_conn_id: str) -> list[dict[str, int]]:
+def plan_run(context: Mapping[str, Any], *, warehouse_conn_id: str, leadsquared_conn_id: str) -> list[int]:
     """Resolve the scope, check the keys, run and clean the candidate query, apply the guards, stage batches."""
     params = context["params"]
     dag_run = context["dag_run"]
@@ -169,20 +169,23 @@ def plan_run(context: Mapping[str, Any], *, warehouse_conn_id: str, leadsquared_
         log.info("no candidate leads for this window: nothing to send")
     else:
         log.info("%d batches of up to %d leads", len(batches), record.batch_size)
-    return batches
+    # Only the batch numbers go to XCom (≤ 1000 small ints); each batch reads its bounds from the run record.
+    return [b["batch"] for b in batches]
 
 
-def check_batch(batch: Mapping[str, int], dag_run: Any, *, warehouse_conn_id: str) -> dict[str, int]:
-    """Fail when the batch holds failed, refused or unsent leads, so the grid shows where."""
+def check_batch(number: int, dag_run: Any, *, warehouse_conn_id: str) -> tuple[str, dict[str, int], str | None]:
+    """The batch's label, outcome counts, and why it fails (failed, refused or unsent leads), if it does."""
+    from leadsquared_provider.planning import batch_label
+
+    key = run_key(dag_run.dag_id, dag_run.run_id)
     ledger = ResetLedger(warehouse_conn_id)
     try:
-        counts = ledger.outcome_counts(run_key(dag_run.dag_id, dag_run.run_id), batch=batch["batch"])
+        label = batch_label(ledger.load_run(key).batch(int(number)))
+        counts = ledger.outcome_counts(key, batch=int(number))
     finally:
         ledger.close()
     failures = sum(counts.get(outcome, 0) for outcome in FAILURE_OUTCOMES)
-    if failures:
-        raise ResetFailuresError(f"batch {batch['batch']} holds {failures} lead(s) not reset: {counts}")
-    return counts
+    return label, counts, f"{label} holds {failures} lead(s) not reset: {counts}" if failures else None
 
 
 def build_summary(ledger: ResetLedger, key: str) -> dict[str, Any]:

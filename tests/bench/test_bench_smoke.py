@@ -39,6 +39,7 @@ def test_rate_of_a_client_at_the_limit_is_one_net_of_the_opening_burst():
     assert figures.net_ratio == pytest.approx(1.0)
     assert figures.ratio == pytest.approx(999 / 195 / 5)  # the literal figure counts the opening burst
     assert figures.max_in_window == 25
+    assert figures.quarter_ratios == pytest.approx([250 / 48.75 / 5] * 4, abs=0.001)  # 40 bursts of 25 over 195 s
 
 
 def test_rejections_and_other_endpoints_are_told_apart():

@@ -163,7 +163,7 @@ def test_empty_candidate_set_is_a_success_with_no_batches(plan, served):
 def test_messy_lead_ids_are_cleaned_and_bad_ones_recorded_never_sent(plan, served):
     messy = [f"  {IDS[0].upper()} ", IDS[0], None, "", "x" * 300, "'; DROP TABLE leads; --", IDS[1], "1234"]
     batches = plan({**WINDOW, "lead_ids": messy})
-    assert batches == [{"batch": 1, "first": 1, "last": 2}]
+    assert batches == [1]
     ledger = ResetLedger(plan.warehouse)
     rows = {r["lead_id"]: r for r in ledger.iter_rows("leadsquared_reset/manual__1")}
     assert [lead for lead, _ in ledger.candidate_slice("leadsquared_reset/manual__1", 1, 2)] == [IDS[0], IDS[1]]

@@ -9,6 +9,7 @@ import pytest
 from leadsquared_provider.exceptions import PlanError
 from leadsquared_provider.planning import (
     MAX_BATCHES,
+    batch_bounds,
     batch_label,
     batch_ranges,
     build_scope,
@@ -87,3 +88,8 @@ def test_batches_cover_every_lead_once_and_stay_under_max_map_length():
     ]
     assert list(batch_ranges(0, 200)) == []
     assert batch_label(batches[2]) == "batch 3: leads 2001–3000"
+    # A batch's bounds from its number alone (XCom carries only the numbers).
+    assert [batch_bounds(b["batch"], 1000, 1_000_000) for b in batches] == batches
+    assert batch_bounds(3, 2, 5) == {"batch": 3, "first": 5, "last": 5}
+    with pytest.raises(PlanError, match="batch 4 does not exist"):
+        batch_bounds(4, 2, 5)

@@ -48,7 +48,7 @@ class LeadSquaredResetOperator(BaseOperator):
     same scope key (by this run's earlier try or by any other run) are not sent again. The task returns
     only counts. Wrong keys or host fail the task without retry, after marking the unsent leads skipped.
 
-    :param batch: batch descriptor ``{"batch": n, "first": i, "last": j}`` from the plan task.
+    :param batch: the batch's number (1-based) from the plan task; its bounds are in the run's record.
     :param leadsquared_conn_id: LeadSquared connection.
     :param warehouse_conn_id: common-sql connection of the warehouse holding the ledger.
     :param max_in_flight: requests of this task in flight at once (the shared budget still paces them); a
@@ -62,7 +62,7 @@ class LeadSquaredResetOperator(BaseOperator):
     def __init__(
         self,
         *,
-        batch: dict[str, int] | str,
+        batch: int | str,
         leadsquared_conn_id: str = "leadsquared_default",
         warehouse_conn_id: str = "warehouse_default",
         max_in_flight: int | str = 4,
@@ -87,15 +87,17 @@ class LeadSquaredResetOperator(BaseOperator):
             raise ValueError(f"max_in_flight must be a whole number, got {self.max_in_flight!r}") from None
         if not 1 <= self.max_in_flight <= 32:
             raise ValueError(f"max_in_flight must be between 1 and 32, got {self.max_in_flight}")
-        batch = self.batch
-        if not isinstance(batch, dict) or not {"batch", "first", "last"} <= set(batch):
-            raise ValueError(f"batch must be a descriptor with batch/first/last, got {batch!r}")
-        context["batch_label"] = batch_label(batch)  # type: ignore[typeddict-unknown-key]
+        try:
+            number = int(self.batch)
+        except (TypeError, ValueError):
+            raise ValueError(f"batch must be a batch number, got {self.batch!r}") from None
         dag_run = context["dag_run"]
         key = run_key(dag_run.dag_id, dag_run.run_id)
         ledger = ResetLedger(self.warehouse_conn_id)
         try:
             run = ledger.load_run(key)
+            batch = run.batch(number)
+            context["batch_label"] = batch_label(batch)  # type: ignore[typeddict-unknown-key]
             leads = ledger.candidate_slice(key, batch["first"], batch["last"])
             scopes = ledger.load_scopes(scope_key for _, scope_key in leads)
             work = _BatchWork(ledger, run, batch["batch"], scopes)
