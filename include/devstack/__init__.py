@@ -161,18 +161,33 @@ class AirflowStack:
         self.procs: dict[str, subprocess.Popen] = {}
         self._token: str | None = None
 
-    def start(self, timeout: float = 180) -> AirflowStack:
+    def start_component(self, name: str) -> None:
+        """Start one component (``airflow NAME``); its output goes to ``stack-logs/``."""
         logs = self.config.home / "stack-logs"
         logs.mkdir(parents=True, exist_ok=True)
+        out = open(logs / f"{self.log_name(name)}.log", "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        self.procs[name] = subprocess.Popen(
+            [str(VENV_BIN / "airflow"), *name.split()],
+            env={**self.env, **self.config.component_env.get(name, {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop_component(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def start(self, timeout: float = 180) -> AirflowStack:
+        logs = self.config.home / "stack-logs"
         for name in self.components:
-            out = open(logs / f"{self.log_name(name)}.log", "ab")  # noqa: SIM115 - kept open for the child's lifetime
-            self.procs[name] = subprocess.Popen(
-                [str(VENV_BIN / "airflow"), *name.split()],
-                env={**self.env, **self.config.component_env.get(name, {})},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            self.start_component(name)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()

@@ -86,12 +86,8 @@ def _start(
             yield E2E(stack, emu, scenario, kind, query)
 
 
-@pytest.fixture(scope="module")
-def sqlite_e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
-    tmp = tmp_path_factory.mktemp("e2e-sqlite")
-    scenario = Scenario()
-    warehouse = tmp / "warehouse.db"
-    scenario.sqlite_warehouse(warehouse)
+def start_on_sqlite(tmp: Path, warehouse: Path, scenario: Scenario, **kwargs: Any) -> Iterator[E2E]:
+    """:func:`_start` with the SQLite warehouse file ``warehouse`` (already filled) as ``warehouse_default``."""
 
     def query(sql: str, params: tuple = ()) -> list[tuple]:
         with sqlite3.connect(warehouse) as conn:
@@ -99,7 +95,17 @@ def sqlite_e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         conn.close()
         return rows
 
-    yield from _start(tmp, "sqlite", json.dumps({"conn_type": "sqlite", "host": str(warehouse)}), query, scenario)
+    conn_json = json.dumps({"conn_type": "sqlite", "host": str(warehouse)})
+    yield from _start(tmp, "sqlite", conn_json, query, scenario, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def sqlite_e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    tmp = tmp_path_factory.mktemp("e2e-sqlite")
+    scenario = Scenario()
+    warehouse = tmp / "warehouse.db"
+    scenario.sqlite_warehouse(warehouse)
+    yield from start_on_sqlite(tmp, warehouse, scenario)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections import Counter
@@ -11,8 +10,9 @@ from datetime import date, timedelta
 
 import pytest
 
+from devstack import airflow_cli
 from tests.conftest import lsq_lead
-from tests.e2e.conftest import E2E, _start
+from tests.e2e.conftest import E2E, start_on_sqlite
 from tests.e2e.scenario import Scenario, utc_window
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -34,15 +34,7 @@ def month(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[E2E, dict[
             start = utc_window(day)[0]  # an India-time day, in UTC
             conn.executemany("INSERT INTO lsq_reset_requests VALUES (?, ?)", [(i, start) for i in ids])
     conn.close()
-
-    def query(sql: str, params: tuple = ()) -> list[tuple]:
-        with sqlite3.connect(warehouse) as db:
-            rows = db.execute(sql, params).fetchall()
-        db.close()
-        return rows
-
-    conn_json = json.dumps({"conn_type": "sqlite", "host": str(warehouse)})
-    for e2e in _start(tmp, "sqlite", conn_json, query, Scenario(per_day=1), extra_leads=leads):
+    for e2e in start_on_sqlite(tmp, warehouse, Scenario(per_day=1), extra_leads=leads):
         yield e2e, by_day
 
 
@@ -50,23 +42,24 @@ def test_thirty_day_backfill(month):
     e2e, by_day = month
     e2e.emulator.clear_calls()
     started = time.monotonic()
-    # The REST API's backfill (what `airflow backfill create` asks for), retried while the test stack's
-    # SQLite metadata DB is busy with the scheduler (a PostgreSQL metadata DB does not need this).
-    body = {
-        "dag_id": "leadsquared_reset",
-        "from_date": f"{DAYS[0]}T00:00:00+05:30",
-        "to_date": f"{DAYS[-1]}T00:00:00+05:30",
-        "max_active_runs": 4,
-        "reprocess_behavior": "none",
-    }
-    for attempt in range(10):
-        try:
-            e2e.stack.api("POST", "/backfills", json=body)
-            break
-        except RuntimeError as exc:
-            if "locked" not in str(exc) or attempt == 9:
-                raise
-            time.sleep(3)
+    # `airflow backfill create` writes 30 runs at once. On this test stack's SQLite metadata DB a scheduler
+    # writing at the same time can lock it out half-way (a PostgreSQL metadata DB does not need this), so the
+    # scheduler pauses while the backfill is created.
+    e2e.stack.stop_component("scheduler")
+    airflow_cli(
+        e2e.stack.env,
+        "backfill",
+        "create",
+        "--dag-id",
+        "leadsquared_reset",
+        "--from-date",
+        f"{DAYS[0]}T00:00:00+05:30",
+        "--to-date",
+        f"{DAYS[-1]}T00:00:00+05:30",
+        "--max-active-runs",
+        "4",
+    )
+    e2e.stack.start_component("scheduler")
     deadline = time.monotonic() + 1300
     runs: list[dict] = []
     while time.monotonic() < deadline:

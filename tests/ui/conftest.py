@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import re
-import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -14,7 +12,7 @@ from typing import Any
 import pytest
 
 from devstack import ADMIN_USER, PROJECT, admin_password
-from tests.e2e.conftest import E2E, _start
+from tests.e2e.conftest import E2E, start_on_sqlite
 from tests.e2e.scenario import DAYS, Scenario, iso_window
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -68,15 +66,7 @@ def finished_run(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
     scenario = Scenario()
     warehouse = tmp / "warehouse.db"
     scenario.sqlite_warehouse(warehouse)
-
-    def query(sql: str, params: tuple = ()) -> list[tuple]:
-        with sqlite3.connect(warehouse) as conn:
-            rows = conn.execute(sql, params).fetchall()
-        conn.close()
-        return rows
-
-    conn = json.dumps({"conn_type": "sqlite", "host": str(warehouse)})
-    with closing(_start(tmp, "sqlite", conn, query, scenario)) as started:
+    with closing(start_on_sqlite(tmp, warehouse, scenario)) as started:
         e2e = next(started)
         frm, to = iso_window(DAYS[1])
         run_id = e2e.stack.trigger({"from_date": frm, "to_date": to, "batch_size": BATCH_SIZE}, run_id=RUN_ID)
@@ -92,9 +82,9 @@ def ui_context(browser: Any, finished_run: FinishedRun) -> Iterator[Any]:
     """A browser context logged in through the UI's own login page (simple auth manager)."""
     from playwright.sync_api import expect
 
-    expect.set_options(timeout=30_000)  # the React app fetches everything after the first paint
+    expect.set_options(timeout=90_000)  # the React app fetches everything after the first paint (slow under load)
     context = browser.new_context(viewport={"width": 1600, "height": 1000})
-    context.set_default_timeout(30_000)
+    context.set_default_timeout(90_000)
     page = context.new_page()
     page.goto(f"{finished_run.url}/")
     expect(page).to_have_url(re.compile(r"/auth/login"))  # not logged in yet: the UI redirects to its login
