@@ -42,12 +42,12 @@ def test_thirty_day_backfill(month):
     e2e, by_day = month
     e2e.emulator.clear_calls()
     started = time.monotonic()
-    # `airflow backfill create` writes 30 runs at once. On this test stack's SQLite metadata DB a scheduler
-    # writing at the same time can lock it out half-way (a PostgreSQL metadata DB does not need this), so the
-    # scheduler pauses while the backfill is created.
+    # `airflow backfill create` writes 30 runs in one go. On this test stack's SQLite metadata DB another
+    # writer (scheduler, dag-processor) can make it fail half-way with "database is locked" (a PostgreSQL
+    # metadata DB does not need this): they pause while the backfill is created, which is retried if need be.
     e2e.stack.stop_component("scheduler")
-    airflow_cli(
-        e2e.stack.env,
+    e2e.stack.stop_component("dag-processor")
+    args = (
         "backfill",
         "create",
         "--dag-id",
@@ -59,6 +59,15 @@ def test_thirty_day_backfill(month):
         "--max-active-runs",
         "4",
     )
+    for attempt in range(5):
+        try:
+            airflow_cli(e2e.stack.env, *args)
+            break
+        except RuntimeError as exc:
+            if "database is locked" not in str(exc) or attempt == 4:
+                raise
+            time.sleep(2)
+    e2e.stack.start_component("dag-processor")
     e2e.stack.start_component("scheduler")
     deadline = time.monotonic() + 1300
     runs: list[dict] = []
