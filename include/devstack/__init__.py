@@ -175,14 +175,7 @@ class AirflowStack:
         )
 
     def stop_component(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process(self.procs.pop(name), timeout=30)
 
     def start(self, timeout: float = 180) -> AirflowStack:
         logs = self.config.home / "stack-logs"
@@ -326,13 +319,15 @@ def start_emulator(seed_file: Path, port: int, log_file: Path, *extra: str) -> s
     raise TimeoutError("the emulator did not start within 60 s")
 
 
-def stop_process(proc: subprocess.Popen) -> None:
+def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM the process group, SIGKILL it after ``timeout`` seconds."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def reset_home(home: Path) -> None:
