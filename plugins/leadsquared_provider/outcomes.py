@@ -11,6 +11,8 @@ Classes (``Outcome``):
 - ``dry_run``: would have been sent; dry runs send nothing.
 - ``already_done``: queued or rejected by an earlier try or run under the same window and categories;
   not sent again.
+- ``in_progress_elsewhere``: another live owner (another run, or another try of this batch) held the lead's
+  claim; not sent here. The next run picks it up if that owner did not settle it.
 - ``sending``: a request was (possibly) in flight when the process died; resolved on the next attempt.
 
 Rate-limit answers (429; HTTP 200 or 403 with ``MXAPIRateLimitExceededException``) are not outcomes:
@@ -20,6 +22,7 @@ the hook waits and sends again.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
@@ -37,6 +40,16 @@ class Outcome(StrEnum):
     DRY_RUN = "dry_run"
     SENDING = "sending"
     ALREADY_DONE = "already_done"
+    IN_PROGRESS_ELSEWHERE = "in_progress_elsewhere"
+
+
+# A lead is *settled* under a scope once LeadSquared queued its reset or refused it for good: it is never
+# sent again under that scope. The one definition, used by the state store's claims.
+SETTLED_OUTCOMES: frozenset[Outcome] = frozenset({Outcome.QUEUED, Outcome.REJECTED})
+# Outcomes that leave the lead to be reset by a later run (for its original window).
+UNRESOLVED_OUTCOMES: frozenset[Outcome] = frozenset(
+    {Outcome.FAILED, Outcome.SKIPPED, Outcome.SENDING, Outcome.IN_PROGRESS_ELSEWHERE}
+)
 
 
 class AnswerClass(StrEnum):
@@ -62,17 +75,52 @@ class Answer:
 
 @dataclass(frozen=True)
 class ResetResult:
-    """The final, recorded result of one lead's reset."""
+    """The final, recorded result of one lead's reset.
+
+    ``attempts`` counts requests sent; ``uncertain_attempts`` those among them that got no clear answer
+    (timeout, dropped connection, 5xx) and were followed by another attempt: each may have reached
+    LeadSquared, so the lead counts as possibly repeated. ``rate_limited_answers`` counts the rate-limit
+    answers met on the way (they are retried, never an outcome).
+    """
 
     lead_id: str
     outcome: Outcome
-    status_code: int | None
-    exception_type: str | None
-    message: str
-    attempts: int
-    started_at: float
-    finished_at: float
+    status_code: int | None = None
+    exception_type: str | None = None
+    message: str = ""
+    attempts: int = 0
+    started_at: float = 0.0
+    finished_at: float = 0.0
     budget_wait_seconds: float = 0.0
+    uncertain_attempts: int = 0
+    rate_limited_answers: int = 0
+
+    @classmethod
+    def not_sent(
+        cls, lead_id: str, outcome: Outcome, message: str, *, exception_type: str | None = None
+    ) -> ResetResult:
+        """A lead that was not sent (already done, held elsewhere, dry run, skipped, invalid id)."""
+        now = time.time()
+        return cls(lead_id, outcome, None, exception_type, message, 0, now, now)
+
+    @classmethod
+    def crashed(cls, lead_id: str, exc: BaseException, *, attempts: int = 0, started_at: float = 0.0) -> ResetResult:
+        """An unexpected exception while sending or recording the lead: ``failed`` with the exception type."""
+        now = time.time()
+        return cls(
+            lead_id,
+            Outcome.FAILED,
+            None,
+            type(exc).__name__,
+            _short(f"unexpected error: {type(exc).__name__}: {exc}"),
+            attempts,
+            started_at or now,
+            now,
+        )
+
+    @property
+    def possibly_repeated(self) -> bool:
+        return self.uncertain_attempts > 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
