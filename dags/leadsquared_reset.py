@@ -3,8 +3,8 @@
 
 Each run **plans** the leads to reset (the warehouse query `include/sql/candidates.sql`, or the `lead_ids`
 param), **resets** them in batches (one mapped task group per batch, every call paced by the account's
-shared rate budget, every lead's outcome written to the warehouse table `leadsquared_reset_audit`), and
-**reports** what happened.
+shared rate budget, every lead's outcome written to the state store's `leadsquared_reset_audit`), and
+**reports** what happened. The warehouse is only read (the candidate query).
 
 **Window.** A scheduled or backfill run resets exactly its data interval: one day in `LOCAL_TIMEZONE`
 below, sent to LeadSquared in UTC with `ToDate` = interval end minus one second. A manual run takes
@@ -15,9 +15,10 @@ time*, which is refused unless `allow_all_time` is ticked.
 exceed `max_leads_per_run`, or when they jump past `max_growth_factor` x the previous run's count. Each
 message names the param that overrides it. `dry_run` plans and reports without sending anything.
 
-**Safety.** A lead already queued (or rejected for good) under the same window and categories is never
-sent twice, whether by a retried batch or another run. Wrong keys or host stop the run at the plan's single
-credentials check. Leads that failed transiently are retried by the next run for their original window
+**Safety.** Before its request, each lead is claimed atomically in the state store under its window and
+categories, for all runs: a lead already queued (or rejected for good) is never sent twice, and a lead held
+by another live run or try is not sent here (`in_progress_elsewhere`). Wrong keys or host stop the run at
+the plan's single credentials check. Leads that failed transiently are retried by the next run for their original window
 (`retry_earlier_failures`, at most three runs).
 
 Categories: `activity_event_codes` (custom activity event codes), `task_type_ids` (task type GUIDs),
@@ -45,7 +46,8 @@ DEFAULT_CATEGORIES = {
     "delete_notes": False,
 }
 LEADSQUARED_CONN_ID = "leadsquared_default"
-WAREHOUSE_CONN_ID = "warehouse_default"
+WAREHOUSE_CONN_ID = "warehouse_default"  # read only: the candidate query (and the optional audit export)
+STATE_CONN_ID = "leadsquared_state"  # sqlite (one machine) or postgres: runs, claims, outcomes
 POOL = "leadsquared_api"  # created from include/pools.json; its size caps the batches in flight
 # ----------------------------------------------------------------------------------------------------------
 
@@ -125,22 +127,54 @@ SQL_DIR = Path(__file__).resolve().parent.parent / "include" / "sql"
             description="Leads that failed transiently before are sent again for their original window.",
         ),
         "failure_threshold": Param(0, type="integer", minimum=0, title="Failed leads tolerated before the run fails"),
+        "max_rejected_share": Param(
+            0.1,
+            type="number",
+            minimum=0,
+            maximum=1,
+            title="Rejected share tolerated",
+            description="The run fails when more than this share of the candidates is rejected (deleted, "
+            "merged or malformed ids): a few a night are normal, more means the query reads the wrong ids.",
+        ),
+        "audit_export_table": Param(
+            None,
+            type=["null", "string"],
+            title="Export the audit to this warehouse table",
+            description="Off when empty. Each run's outcomes go there in one bulk write (see docs/audit-export.md).",
+        ),
     },
 )
 def leadsquared_reset():
     @task
     def plan() -> list[int]:
-        """Window, candidates, guards; stages the batches in the warehouse and returns their numbers."""
+        """Window, keys, candidates, guards; stages the batches in the state store and returns their numbers."""
+        from airflow.sdk import conf
         from airflow.sdk.exceptions import AirflowFailException
 
         from leadsquared_provider.exceptions import PlanError
-        from leadsquared_provider.run_tasks import plan_run
+        from leadsquared_provider.planner import RunIdentity, plan_run
+        from leadsquared_provider.run_params import RunParams
 
+        context = get_current_context()
+        dag_run = context["dag_run"]
+        template = context["dag"].get_template_env().get_template("candidates.sql")
         try:
             return plan_run(
-                get_current_context(), warehouse_conn_id=WAREHOUSE_CONN_ID, leadsquared_conn_id=LEADSQUARED_CONN_ID
+                RunIdentity(
+                    dag_id=dag_run.dag_id,
+                    run_id=dag_run.run_id,
+                    run_type=str(getattr(dag_run.run_type, "value", dag_run.run_type)),
+                    interval_start=context.get("data_interval_start"),
+                    interval_end=context.get("data_interval_end"),
+                ),
+                RunParams.from_params(context["params"]),
+                render_query=lambda start, end: template.render(**context, window_start=start, window_end=end),
+                warehouse_conn_id=WAREHOUSE_CONN_ID,
+                leadsquared_conn_id=LEADSQUARED_CONN_ID,
+                state_conn_id=STATE_CONN_ID,
+                executor=conf.get("core", "executor"),
             )
-        except PlanError as refused:  # bad params, guards, credentials: retrying would not help
+        except PlanError as refused:  # bad params, guards, keys, a broken query: retrying would not help
             raise AirflowFailException(str(refused)) from refused
 
     @task(map_index_template="{{ batch_label }}")
@@ -148,14 +182,19 @@ def leadsquared_reset():
         """Fail when this batch holds leads that were not reset."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from leadsquared_provider.run_tasks import check_batch
+        from leadsquared_provider.planning import batch_label
+        from leadsquared_provider.state_store import StateStore, run_key
+        from leadsquared_provider.summary import batch_failures
 
         context = get_current_context()
-        label, counts, failures = check_batch(batch, context["dag_run"], warehouse_conn_id=WAREHOUSE_CONN_ID)
+        key = run_key(context["dag_run"].dag_id, context["dag_run"].run_id)
+        with StateStore(STATE_CONN_ID) as store:
+            label = batch_label(store.load_run(key).batch(int(batch)))
+            counts = store.outcome_counts(key, batch=int(batch))
         context["batch_label"] = label
         print(f"{label}: {counts}")  # the task log; no XCom, which would grow with the batch count
-        if failures:  # final: the ledger will say the same on a retry
-            raise AirflowFailException(failures)
+        if batch_failures(counts):  # final: the store will say the same on a retry
+            raise AirflowFailException(f"{label} holds {batch_failures(counts)} lead(s) not reset: {counts}")
 
     @task_group(group_id="reset_batch")
     def reset_batch(batch: int) -> None:
@@ -163,7 +202,7 @@ def leadsquared_reset():
             task_id="reset",
             batch=batch,
             leadsquared_conn_id=LEADSQUARED_CONN_ID,
-            warehouse_conn_id=WAREHOUSE_CONN_ID,
+            state_conn_id=STATE_CONN_ID,
             max_in_flight="{{ params.max_in_flight }}",
             pool=POOL,
             map_index_template="{{ batch_label }}",
@@ -174,22 +213,55 @@ def leadsquared_reset():
     @task(
         trigger_rule="all_done",
         multiple_outputs=False,  # one XCom, the summary (a dict return would be split into one XCom per key)
-        on_failure_callback=[RunReportNotifier(warehouse_conn_id=WAREHOUSE_CONN_ID)],
+        on_failure_callback=[RunReportNotifier(state_conn_id=STATE_CONN_ID)],
     )
     def report() -> dict:
-        """Read the run's outcomes back from the audit table; fail on credentials or too many failures."""
+        """Read the run's outcomes back from the state store; fail on keys, failures or rejections."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from leadsquared_provider.exceptions import LeadSquaredAuthError, PlanError, ResetFailuresError
-        from leadsquared_provider.run_tasks import report_run
+        from leadsquared_provider.exceptions import LeadSquaredError
+        from leadsquared_provider.run_params import RunParams
+        from leadsquared_provider.state_store import StateStore, run_key
+        from leadsquared_provider.summary import report_run
 
         context = get_current_context()
+        key = run_key(context["dag_run"].dag_id, context["dag_run"].run_id)
         try:
-            return report_run(context["dag_run"], context["params"], warehouse_conn_id=WAREHOUSE_CONN_ID)
-        except (PlanError, ResetFailuresError, LeadSquaredAuthError) as verdict:  # final: a retry reads the same
+            params = RunParams.from_params(context["params"])
+            with StateStore(STATE_CONN_ID) as store:
+                return report_run(
+                    store,
+                    key,
+                    params,
+                    push=lambda summary: context["ti"].xcom_push(key="return_value", value=summary),
+                    effective_rate=lambda: _effective_rate(LEADSQUARED_CONN_ID),
+                    export=_audit_export(store, key, params.audit_export_table),
+                )
+        except LeadSquaredError as verdict:  # final: a retry reads the same
             raise AirflowFailException(str(verdict)) from verdict
 
     reset_batch.expand(batch=plan()) >> report()
+
+
+def _effective_rate(conn_id: str) -> float | None:
+    from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
+
+    return round(LeadSquaredHook(leadsquared_conn_id=conn_id).budget.effective_limit(), 2)
+
+
+def _audit_export(store, key: str, table: str | None):
+    """The optional bulk export of the run's audit rows to the warehouse (off unless the param names a table)."""
+    if not table:
+        return None
+
+    def export() -> int:
+        from airflow.sdk import BaseHook
+
+        from leadsquared_provider.warehouse import export_audit
+
+        return export_audit(BaseHook.get_hook(WAREHOUSE_CONN_ID), table, key, store.iter_audit(key))
+
+    return export
 
 
 leadsquared_reset()

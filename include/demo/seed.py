@@ -75,8 +75,6 @@ def write_demo(out: Path, count: int = 60, seed: int = 7) -> dict:
         conn.execute("DROP TABLE IF EXISTS lsq_reset_requests")
         conn.execute("CREATE TABLE lsq_reset_requests (prospect_id TEXT, requested_at TEXT NOT NULL)")
         conn.executemany("INSERT INTO lsq_reset_requests VALUES (?, ?)", rows)
-        for table in ("leadsquared_reset_audit", "leadsquared_reset_candidates", "leadsquared_reset_runs"):
-            conn.execute(f"DROP TABLE IF EXISTS {table}")
     conn.close()
     return {"leads": len(leads), "warehouse_rows": len(rows), "dir": str(out)}
 

@@ -79,6 +79,11 @@ def admin_password(home: Path) -> str:
     return json.loads(passwords.read_text())[ADMIN_USER]
 
 
+def state_db(home: Path) -> Path:
+    """The stack's SQLite state store (connection ``leadsquared_state``)."""
+    return home / "leadsquared_state.db"
+
+
 def airflow_env(config: StackConfig) -> dict[str, str]:
     """The environment every Airflow component of the stack runs with."""
     home = config.home
@@ -116,6 +121,8 @@ def airflow_env(config: StackConfig) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
     }
     env.update(config.extra_env)
+    # Our own state store (runs, claims, outcomes): an SQLite file in the Airflow home, unless set.
+    env.setdefault("AIRFLOW_CONN_LEADSQUARED_STATE", json.dumps({"conn_type": "sqlite", "host": str(state_db(home))}))
     if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
         env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "devstack.sqlite_connect_args.CONNECT_ARGS")
     return env
@@ -332,7 +339,7 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
 
 def reset_home(home: Path) -> None:
     """Remove a stack's run state but keep its secrets (so a second ``make run`` works the same)."""
-    for name in ("airflow.db", "logs", "stack-logs"):
+    for name in ("airflow.db", "logs", "stack-logs", *(state_db(home).name + end for end in ("", "-wal", "-shm"))):
         path = home / name
         if path.is_dir():
             shutil.rmtree(path)

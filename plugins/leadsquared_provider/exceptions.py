@@ -16,7 +16,11 @@ class InvalidConnection(LeadSquaredError, ValueError):
 
 
 class LeadSquaredAuthError(LeadSquaredError):
-    """The keys or the host are wrong (401/404): stop sending, do not retry."""
+    """The keys, the host or the keys' permissions are wrong: stop sending, do not retry.
+
+    Raised for 401 and 404 answers, a 403 that is not a rate limit (permission refused), and any redirect
+    (the connection points at the wrong host); ``exception_type`` is LeadSquared's, or ``Redirect``.
+    """
 
     def __init__(self, message: str, *, status_code: int | None, exception_type: str | None) -> None:
         super().__init__(message)
@@ -24,13 +28,30 @@ class LeadSquaredAuthError(LeadSquaredError):
         self.exception_type = exception_type
 
 
+class UnbudgetedCallError(LeadSquaredError, NotImplementedError):
+    """A call that would skip the account's rate budget and timeout (``HttpHook.run`` and friends)."""
+
+
 class PlanError(LeadSquaredError, ValueError):
     """A run's plan was refused (bad params, guard tripped, query failed); nothing was sent."""
 
 
 class CandidateQueryError(LeadSquaredError):
-    """The candidate query failed on the warehouse (may be transient: the task retries)."""
+    """The candidate query failed on the warehouse.
+
+    ``deterministic`` is True when running it again cannot help (permission denied, syntax error, unknown
+    table or column): refuse the run. False (the default) for trouble that may pass (connection lost,
+    timeout): the task retries.
+    """
+
+    def __init__(self, message: str, *, deterministic: bool = False) -> None:
+        super().__init__(message)
+        self.deterministic = deterministic
 
 
 class ResetFailuresError(LeadSquaredError):
     """A batch or a run holds more failed leads than it may."""
+
+
+class RateBudgetError(LeadSquaredError):
+    """The shared rate budget cannot give a unit (store broken, or the bounded wait ran out)."""

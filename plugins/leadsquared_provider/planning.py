@@ -21,7 +21,8 @@ INTERVAL_RUN_TYPES = frozenset({"scheduled", "backfill"})
 
 def resolve_window(
     *,
-    params: Mapping[str, Any],
+    from_date: Any,
+    to_date: Any,
     run_type: str,
     interval_start: datetime | None,
     interval_end: datetime | None,
@@ -31,7 +32,7 @@ def resolve_window(
     ``ToDate`` is inclusive to the second, so an interval ``[start, end)`` becomes ``start .. end - 1 s``.
     A manual run without window params means "all time" (the scope refuses it without ``allow_all_time``).
     """
-    from_param, to_param = params.get("from_date"), params.get("to_date")
+    from_param, to_param = from_date, to_date
     if from_param or to_param:
         return from_param or None, to_param or None
     if str(run_type) in INTERVAL_RUN_TYPES and interval_start is not None and interval_end is not None:
@@ -44,22 +45,16 @@ def resolve_window(
     return None, None
 
 
-def build_scope(params: Mapping[str, Any], window: tuple[Any, Any]) -> ResetScope:
-    """The run's :class:`ResetScope` from its params and window; errors name the param at fault."""
+def build_scope(categories: Mapping[str, Any], window: tuple[Any, Any], *, allow_all_time: bool) -> ResetScope:
+    """The run's :class:`ResetScope` from its categories and window; errors name the param at fault."""
     try:
         return ResetScope.from_mapping(
-            {
-                "activity_event_codes": params.get("activity_event_codes") or [],
-                "task_type_ids": params.get("task_type_ids") or [],
-                "audit_types": params.get("audit_types") or [],
-                "delete_notes": params.get("delete_notes", False),
-                "from_date": window[0],
-                "to_date": window[1],
-                "allow_all_time": bool(params.get("allow_all_time", False)),
-            }
+            {**categories, "from_date": window[0], "to_date": window[1], "allow_all_time": allow_all_time}
         )
     except InvalidResetRequest as exc:
         raise PlanError(f"params refused, nothing was sent: {exc}") from None
+    except (OverflowError, ValueError) as exc:
+        raise PlanError(f"params refused, nothing was sent: from_date/to_date: {exc}") from None
 
 
 @dataclass
@@ -70,13 +65,23 @@ class CleanedCandidates:
     invalid: list[tuple[str, str]] = field(default_factory=list)  # (raw value, reason)
     nulls: int = 0
     duplicates: int = 0
+    truncated: bool = False  # reading stopped early: there are more candidates than were read
 
 
-def clean_candidates(raw_ids: Iterable[object], *, max_invalid_kept: int = 10_000) -> CleanedCandidates:
-    """Trim, lower-case, drop nulls and duplicates, and set aside what is not a LeadSquared GUID."""
+def clean_candidates(
+    raw_ids: Iterable[object], *, max_invalid_kept: int = 10_000, stop_after: int | None = None
+) -> CleanedCandidates:
+    """Trim, lower-case, drop nulls and duplicates, and set aside what is not a LeadSquared GUID.
+
+    Reading stops once ``stop_after`` valid leads are found (``max_leads_per_run + 1``: enough to refuse
+    the run), so an oversized result never sits in memory.
+    """
     result = CleanedCandidates()
     seen: set[str] = set()
     for raw in raw_ids:
+        if stop_after is not None and len(result.valid) >= stop_after:
+            result.truncated = True
+            break
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             result.nulls += 1
             continue

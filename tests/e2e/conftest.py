@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devstack import AirflowStack, StackConfig, free_port
+from devstack import AirflowStack, StackConfig, free_port, state_db
 from lsq_emulator import EmulatorConfig, run_emulator
 from tests.conftest import ADMIN_ACCESS, ADMIN_SECRET, lsq_lead
 from tests.e2e.scenario import MISSING_LEAD, Scenario
@@ -26,13 +27,18 @@ class E2E:
     kind: str
     query: Any  # query(sql, params) -> list of tuples, against the warehouse
 
+    def state(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Query the stack's SQLite state store (runs, claims, audit)."""
+        with closing(sqlite3.connect(state_db(self.stack.config.home))) as conn:
+            return conn.execute(sql, params).fetchall()
+
     def reset_calls(self) -> list[dict[str, Any]]:
         return [c for c in self.emulator.calls() if c["path"].endswith("Lead.Reset")]
 
     def audit(self, run_id: str) -> dict[str, tuple]:
-        rows = self.query(
+        rows = self.state(
             "SELECT lead_id, outcome, status_code, exception_type, batch, from_date, to_date, attempts, sends "
-            "FROM leadsquared_reset_audit WHERE run_key = " + ("?" if self.kind == "sqlite" else "%s"),
+            "FROM leadsquared_reset_audit WHERE run_key = ?",
             (f"leadsquared_reset/{run_id}",),
         )
         return {r[0]: r[1:] for r in rows}

@@ -200,7 +200,7 @@ def test_failed_leads_come_back_in_the_next_run_for_their_original_window(reliab
     }
     failing = day_leads[CARRY_DAYS[0]][:2]
     earlier_failed = {
-        r[0]: r[1] for r in e2e.query("SELECT lead_id, from_date FROM leadsquared_reset_audit WHERE outcome = 'failed'")
+        r[0]: r[1] for r in e2e.state("SELECT lead_id, from_date FROM leadsquared_reset_audit WHERE outcome = 'failed'")
     }
 
     e2e.emulator.configure(failing_leads=tuple(failing))

@@ -166,8 +166,8 @@ def test_no_key_in_logs_xcom_rendered_fields_audit_or_emulator_record(sqlite_e2e
             texts.append(json.dumps(ti.get("rendered_fields")))
             path = f"/dags/leadsquared_reset/dagRuns/{run['dag_run_id']}/taskInstances/{ti['task_id']}/xcomEntries"
             texts.append(json.dumps(e2e.stack.api("GET", path, params={"map_index": ti["map_index"]})))
-    texts.append(json.dumps(e2e.query("SELECT * FROM leadsquared_reset_audit")))
-    texts.append(json.dumps(e2e.query("SELECT * FROM leadsquared_reset_runs")))
+    texts.append(json.dumps(e2e.state("SELECT * FROM leadsquared_reset_audit")))
+    texts.append(json.dumps(e2e.state("SELECT * FROM leadsquared_reset_runs")))
     texts.append(json.dumps(e2e.emulator.calls()))
     assert sum(len(t) for t in texts) > 10_000  # the logs were really read
     for key in (ADMIN_SECRET, ADMIN_ACCESS):

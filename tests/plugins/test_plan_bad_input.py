@@ -1,20 +1,22 @@
 """Bad input at plan time: a clear message naming the input, and nothing sent or staged.
 
-The plan task's body runs here in-process, with the real DAG (for its params and template search path),
-the emulator over HTTP and a SQLite warehouse; the end-to-end tests run the same code under the scheduler.
+The plan runs here in-process with explicit arguments (the DAG's params and its candidate query), the
+emulator over HTTP, a SQLite warehouse (only read) and an SQLite state store; the end-to-end tests run the
+same code under the scheduler.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from types import SimpleNamespace
+from contextlib import closing
 
 import pytest
 
 from leadsquared_provider.exceptions import CandidateQueryError, LeadSquaredError, PlanError
-from leadsquared_provider.ledger import ResetLedger
-from leadsquared_provider.run_tasks import plan_run
+from leadsquared_provider.planner import RunIdentity, plan_run
+from leadsquared_provider.run_params import RunParams
+from leadsquared_provider.state_store import StateStore
 from lsq_emulator import EmulatorConfig, run_emulator
 from tests.conftest import VIEWER_ACCESS, VIEWER_SECRET, lsq_lead
 
@@ -38,41 +40,47 @@ def served():
         yield emu
 
 
+def call_plan(dag, params: dict, run_id: str, *, warehouse: str, lsq: str, state: str) -> list[int]:
+    """The plan task's body with the DAG's params (overridden by ``params``) and its candidate query."""
+    merged = {name: param.value for name, param in dag.params.items()}
+    merged.update(params)
+    template = dag.get_template_env().get_template("candidates.sql")
+    return plan_run(
+        RunIdentity(dag_id=dag.dag_id, run_id=run_id, run_type="manual"),
+        RunParams.from_params(merged),
+        render_query=lambda start, end: template.render(window_start=start, window_end=end),
+        warehouse_conn_id=warehouse,
+        leadsquared_conn_id=lsq,
+        state_conn_id=state,
+    )
+
+
 @pytest.fixture
-def plan(dag, served, lsq_connection, sqlite_warehouse):
+def plan(dag, served, lsq_connection, sqlite_warehouse, state_conn):
     """plan(params overrides, conn overrides) -> batches; the warehouse holds rows on 2026-11-01 (IST)."""
     conn_id, path = sqlite_warehouse
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db, db:
         db.execute("CREATE TABLE lsq_reset_requests (prospect_id TEXT, requested_at TEXT)")
         db.executemany("INSERT INTO lsq_reset_requests VALUES (?, '2026-11-01 06:00:00')", [(i,) for i in IDS])
-    db.close()
 
-    def run(params: dict, run_id: str = "manual__1", **conn: object) -> list[dict]:
+    def run(params: dict, run_id: str = "manual__1", **conn: object) -> list[int]:
         lsq = lsq_connection(served.base_url, **conn)
-        merged = {name: param.value for name, param in dag.params.items()}
-        merged.update(params)
-        context = {
-            "params": merged,
-            "dag": dag,
-            "dag_run": SimpleNamespace(dag_id=dag.dag_id, run_id=run_id, run_type="manual"),
-            "data_interval_start": None,
-            "data_interval_end": None,
-        }
-        return plan_run(context, warehouse_conn_id=conn_id, leadsquared_conn_id=lsq)
+        return call_plan(dag, params, run_id, warehouse=conn_id, lsq=lsq, state=state_conn)
 
     run.warehouse = conn_id  # type: ignore[attr-defined]
     run.path = path  # type: ignore[attr-defined]
+    run.state = state_conn  # type: ignore[attr-defined]
     return run
 
 
-def staged(path, run_id: str = "manual__1") -> int:
-    with sqlite3.connect(path) as db:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "leadsquared_reset_candidates" not in tables:
-            return 0
-        return db.execute(
-            "SELECT COUNT(*) FROM leadsquared_reset_candidates WHERE run_key = ?", (f"leadsquared_reset/{run_id}",)
-        ).fetchone()[0]
+def staged(plan, run_id: str = "manual__1") -> int:
+    with StateStore(plan.state) as store:
+        return len(store.candidate_slice(f"leadsquared_reset/{run_id}", 1, 10**9))
+
+
+def warehouse_tables(path) -> set[str]:
+    with closing(sqlite3.connect(path)) as db:
+        return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
 REFUSED = [
@@ -105,7 +113,7 @@ def test_refused_params_name_the_input_and_send_nothing(plan, served, params, me
         "nothing was sent" in str(refused.value) or "exceed" in str(refused.value) or "batch_size" in str(refused.value)
     )
     assert [c for c in served.calls() if c["path"].endswith("Lead.Reset")] == []
-    assert staged(plan.path) == 0
+    assert staged(plan) == 0
 
 
 @pytest.mark.parametrize(
@@ -121,18 +129,13 @@ def test_refused_credentials_stop_the_run_after_one_call(plan, served, conn, mes
         plan(WINDOW, **conn)
     assert len(served.calls()) <= 1
     assert [c for c in served.calls() if c["path"].endswith("Lead.Reset")] == []
-    assert staged(plan.path) == 0
+    assert staged(plan) == 0
 
 
 def test_wrong_host_or_region_is_refused(plan, served, lsq_connection, dag, sqlite_warehouse):
     conn_id = lsq_connection(served.base_url + "/v3", conn_id="wrong_host")
-    context = {
-        "params": {**{n: p.value for n, p in dag.params.items()}, **WINDOW},
-        "dag": dag,
-        "dag_run": SimpleNamespace(dag_id=dag.dag_id, run_id="manual__2", run_type="manual"),
-    }
     with pytest.raises(PlanError, match="404"):
-        plan_run(context, warehouse_conn_id=sqlite_warehouse[0], leadsquared_conn_id=conn_id)
+        call_plan(dag, WINDOW, "manual__2", warehouse=sqlite_warehouse[0], lsq=conn_id, state=plan.state)
     assert [c["status"] for c in served.calls()] == [404]
 
 
@@ -141,33 +144,32 @@ def test_non_json_answer_is_transient_not_a_verdict(plan, served):
     with pytest.raises(LeadSquaredError, match="not a JSON object") as failed:
         plan(WINDOW, max_retries=1)
     assert not isinstance(failed.value, PlanError)  # retried by Airflow, not refused for good
-    assert staged(plan.path) == 0
+    assert staged(plan) == 0
 
 
-def test_failing_candidate_query_names_the_query(plan, served):
-    with sqlite3.connect(plan.path) as db:
+def test_failing_candidate_query_names_the_query_and_is_not_retried(plan, served):
+    with closing(sqlite3.connect(plan.path)) as db, db:
         db.execute("DROP TABLE lsq_reset_requests")
-    db.close()
-    with pytest.raises(CandidateQueryError, match=r"include/sql/candidates.sql failed.*no such table"):
+    with pytest.raises(PlanError, match=r"include/sql/candidates.sql.*no such table") as refused:
         plan(WINDOW)
+    assert isinstance(refused.value.__context__, CandidateQueryError) or "candidates.sql" in str(refused.value)
     assert [c for c in served.calls() if c["path"].endswith("Lead.Reset")] == []
 
 
 def test_empty_candidate_set_is_a_success_with_no_batches(plan, served):
     assert plan({"from_date": "2025-01-01T00:00:00+00:00", "to_date": "2025-01-01T23:59:59+00:00"}) == []
-    ledger = ResetLedger(plan.warehouse)
-    assert ledger.load_run("leadsquared_reset/manual__1").candidates == 0
-    ledger.close()
+    with StateStore(plan.state) as store:
+        assert store.load_run("leadsquared_reset/manual__1").candidates == 0
+    assert warehouse_tables(plan.path) == {"lsq_reset_requests"}  # the warehouse is only read
 
 
 def test_messy_lead_ids_are_cleaned_and_bad_ones_recorded_never_sent(plan, served):
     messy = [f"  {IDS[0].upper()} ", IDS[0], None, "", "x" * 300, "'; DROP TABLE leads; --", IDS[1], "1234"]
     batches = plan({**WINDOW, "lead_ids": messy})
     assert batches == [1]
-    ledger = ResetLedger(plan.warehouse)
-    rows = {r["lead_id"]: r for r in ledger.iter_rows("leadsquared_reset/manual__1")}
-    assert [lead for lead, _ in ledger.candidate_slice("leadsquared_reset/manual__1", 1, 2)] == [IDS[0], IDS[1]]
-    ledger.close()
+    with StateStore(plan.state) as store:
+        rows = {r["lead_id"]: r for r in store.iter_audit("leadsquared_reset/manual__1")}
+        assert [lead for lead, _ in store.candidate_slice("leadsquared_reset/manual__1", 1, 2)] == [IDS[0], IDS[1]]
     assert {k for k, r in rows.items() if r["outcome"] == "rejected"} == {"x" * 200, "'; DROP TABLE leads; --", "1234"}
     assert all(r["exception_type"] == "InvalidLeadId" and r["sends"] == 0 for r in rows.values())
     assert "is not a LeadSquared GUID" in rows["1234"]["message"]
@@ -180,5 +182,5 @@ def test_sudden_jump_in_candidates_is_refused(plan, served):
         PlanError, match=r"150 candidate leads is more than 10 x the previous run's 1.*max_growth_factor"
     ):
         plan({**WINDOW, "lead_ids": many}, run_id="manual__big")
-    assert staged(plan.path, "manual__big") == 0
+    assert staged(plan, "manual__big") == 0
     assert json.dumps(plan({**WINDOW, "lead_ids": many, "max_growth_factor": 200}, run_id="manual__big"))

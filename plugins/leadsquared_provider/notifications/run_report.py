@@ -19,8 +19,10 @@ class RunReportNotifier(BaseNotifier):
     threshold and tripped guards alike. Slack or e-mail go beside it in the same list, e.g.
     ``SlackNotifier`` (apache-airflow-providers-slack) or ``SmtpNotifier`` (apache-airflow-providers-smtp).
 
+    The alert is written even when the summary cannot be built (state store down): it then says why.
+
     :param path: file of alerts (templated); by default ``leadsquared_alerts.jsonl`` in the log folder.
-    :param warehouse_conn_id: where the run's summary is read from.
+    :param state_conn_id: the state store the run's summary is read from.
     """
 
     template_fields: Sequence[str] = ("path",)
@@ -29,38 +31,45 @@ class RunReportNotifier(BaseNotifier):
         self,
         *,
         path: str | None = None,
-        warehouse_conn_id: str = "warehouse_default",
+        state_conn_id: str = "leadsquared_state",
     ) -> None:
         super().__init__()
         self.path = path
-        self.warehouse_conn_id = warehouse_conn_id
+        self.state_conn_id = state_conn_id
 
-    def _summary(self, dag_id: str, run_id: str) -> dict[str, Any] | None:
-        from leadsquared_provider.ledger import ResetLedger, run_key
-        from leadsquared_provider.run_tasks import build_summary
+    def _summary(self, dag_id: str, run_id: str) -> tuple[dict[str, Any] | None, str | None]:
+        """The run's summary, or None and why not."""
+        from leadsquared_provider.redaction import redact_text
+        from leadsquared_provider.state_store import StateStore, run_key
+        from leadsquared_provider.summary import build_summary
 
-        ledger = ResetLedger(self.warehouse_conn_id)
         try:
-            return build_summary(ledger, run_key(dag_id, run_id))
+            with StateStore(self.state_conn_id) as store:
+                return build_summary(store, run_key(dag_id, run_id)), None
         except LookupError:
-            return None  # the plan never ran to the end: nothing was staged or sent
-        finally:
-            ledger.close()
+            return None, "the plan never ran to the end: nothing was staged or sent"
+        except Exception as exc:  # the alert must go out whatever broke
+            return None, redact_text(f"summary unavailable: {type(exc).__name__}: {exc}", 500)
 
     def notify(self, context: Any) -> None:
         from airflow.sdk import conf
 
+        from leadsquared_provider.redaction import redact_text
+
         dag_run = context["dag_run"]
+        summary, why_not = self._summary(dag_run.dag_id, dag_run.run_id)
         base_url = conf.get("api", "base_url", fallback="http://localhost:8080").rstrip("/")
         alert = {
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "dag_id": dag_run.dag_id,
             "run_id": dag_run.run_id,
             "task_id": context["ti"].task_id,
-            "reason": str(context.get("exception") or "failed"),
+            "reason": redact_text(context.get("exception") or "failed", 2000),
             "link": f"{base_url}/dags/{dag_run.dag_id}/runs/{dag_run.run_id}",
-            "summary": self._summary(dag_run.dag_id, dag_run.run_id),
+            "summary": summary,
         }
+        if why_not:
+            alert["summary_missing"] = why_not
         path = Path(self.path or Path(conf.get("logging", "base_log_folder")) / "leadsquared_alerts.jsonl")
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as out:

@@ -1,0 +1,44 @@
+"""The run's summary as a readable table, for the report task's log."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def _lead_line(row: Mapping[str, Any]) -> str:
+    return (
+        f"  {row['lead_id']:<38} {row['outcome']:<22} {row['status_code'] or '-':<5} "
+        f"{row['exception_type'] or '-'}: {row['message']}"
+    )
+
+
+def format_report(summary: Mapping[str, Any]) -> str:
+    """A table of outcomes, then the leads not reset, held by other runs or possibly repeated."""
+    lines = [
+        f"LeadSquared reset report - {summary['run']}{'  (DRY RUN: nothing was sent)' if summary['dry_run'] else ''}",
+        f"window (UTC): {summary['window']['from'] or 'lead creation'} .. {summary['window']['to'] or 'now'}",
+        f"candidates: {summary['candidates']} in {summary['batches']} batch(es);"
+        f" ids that were not GUIDs: {summary['invalid_ids']};"
+        f" leads retried from earlier runs: {summary.get('retried_from_earlier_runs', 0)}",
+        "",
+        f"{'outcome':<24}{'leads':>8}",
+        f"{'-' * 24}{'-' * 8}",
+    ]
+    lines += [f"{outcome:<24}{count:>8}" for outcome, count in summary["counts"].items()]
+    if not summary["counts"]:
+        lines.append(f"{'(none)':<24}{0:>8}")
+    lines.append(
+        f"possibly repeated requests (a crash, a takeover or a retry after no clear answer): "
+        f"{summary['possibly_repeated']} {summary.get('possibly_repeated_leads') or ''}".rstrip()
+    )
+    lines.append(f"rate-limit answers: {summary.get('rate_limited_answers', 0)}")
+    if summary.get("effective_rate_per_window") is not None:
+        lines.append(f"effective rate at the end: {summary['effective_rate_per_window']:.1f} calls per window")
+    if summary.get("held_elsewhere"):
+        lines += ["", "leads held by another run or try (not sent here):"]
+        lines += [_lead_line(row) for row in summary["held_elsewhere"]]
+    if summary["first_failed"]:
+        lines += ["", "first leads not reset:"]
+        lines += [_lead_line(row) for row in summary["first_failed"]]
+    return "\n".join(lines)

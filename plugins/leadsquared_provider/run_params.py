@@ -1,0 +1,88 @@
+"""RunParams: a run's params, typed and checked once, each error naming the param at fault."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from leadsquared_provider.exceptions import PlanError
+
+# Default share of rejected leads (LeadSquared refused them for good, or the id is not a GUID) above which a
+# run fails. A few deleted or merged leads a night are normal; more than one in ten means the query reads
+# the wrong column, the wrong account or region, or stale ids: someone should look before the next run.
+DEFAULT_MAX_REJECTED_SHARE = 0.1
+
+
+def _number(params: Mapping[str, Any], name: str, default: float, *, whole: bool, low: float) -> Any:
+    raw = params.get(name, default)
+    if raw is None:
+        raw = default
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        value = float(raw)
+        if not math.isfinite(value):
+            raise ValueError
+        if whole:
+            if value != int(value):
+                raise ValueError
+            value = int(value)
+    except (TypeError, ValueError, OverflowError):
+        kind = "a whole number" if whole else "a finite number"
+        raise PlanError(f"param {name} must be {kind}, got {raw!r}; nothing was sent") from None
+    if value < low:
+        raise PlanError(f"param {name} must be at least {low:g}, got {raw!r}; nothing was sent")
+    return value
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """The params a run's plan and report read (the DAG's trigger form)."""
+
+    categories: dict[str, Any] = field(default_factory=dict)
+    from_date: Any = None
+    to_date: Any = None
+    allow_all_time: bool = False
+    dry_run: bool = False
+    lead_ids: list[Any] | None = None
+    max_leads_per_run: int = 10_000
+    max_growth_factor: float = 10.0
+    growth_guard_floor: int = 100
+    batch_size: int = 200
+    retry_earlier_failures: bool = True
+    failure_threshold: int = 0
+    max_rejected_share: float = DEFAULT_MAX_REJECTED_SHARE
+    audit_export_table: str | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> RunParams:
+        lead_ids = params.get("lead_ids")
+        if isinstance(lead_ids, str):
+            lead_ids = lead_ids.replace(",", "\n").splitlines()
+        rejected_share = _number(params, "max_rejected_share", DEFAULT_MAX_REJECTED_SHARE, whole=False, low=0)
+        if rejected_share > 1:
+            raise PlanError(f"param max_rejected_share must be between 0 and 1, got {rejected_share!r}")
+        export = params.get("audit_export_table") or None
+        return cls(
+            categories={
+                "activity_event_codes": params.get("activity_event_codes") or [],
+                "task_type_ids": params.get("task_type_ids") or [],
+                "audit_types": params.get("audit_types") or [],
+                "delete_notes": params.get("delete_notes", False),
+            },
+            from_date=params.get("from_date") or None,
+            to_date=params.get("to_date") or None,
+            allow_all_time=bool(params.get("allow_all_time", False)),
+            dry_run=bool(params.get("dry_run", False)),
+            lead_ids=list(lead_ids) if lead_ids else None,
+            max_leads_per_run=_number(params, "max_leads_per_run", 10_000, whole=True, low=1),
+            max_growth_factor=_number(params, "max_growth_factor", 10, whole=False, low=1),
+            growth_guard_floor=_number(params, "growth_guard_floor", 100, whole=True, low=0),
+            batch_size=_number(params, "batch_size", 200, whole=True, low=1),
+            retry_earlier_failures=bool(params.get("retry_earlier_failures", True)),
+            failure_threshold=_number(params, "failure_threshold", 0, whole=True, low=0),
+            max_rejected_share=rejected_share,
+            audit_export_table=str(export).strip() if export else None,
+        )

@@ -1,0 +1,258 @@
+"""BatchSender: sends one batch's leads, each under an atomic claim, with a few requests in flight.
+
+Per lead: take the claim on (lead, scope) in the state store (which writes its ``sending`` row), send through
+the hook (which paces every call by the account's budget), then write the outcome and settle or release the
+claim in one transaction. A lead settled under its scope by any run is ``already_done``; one held by a live
+owner (another run, a zombie try of this batch) is revisited until that owner settles, releases or loses
+it (its claim expires), then ``in_progress_elsewhere`` if still held. An expired claim is taken over and its
+lead reported as possibly repeated. Claims are kept fresh by a heartbeat thread while the batch works.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from leadsquared_provider.exceptions import LeadSquaredAuthError, RateBudgetError
+from leadsquared_provider.outcomes import Outcome, ResetResult
+from leadsquared_provider.state_store import BatchScope, ClaimOwner, ClaimStatus, StateStore
+
+if TYPE_CHECKING:
+    from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
+    from leadsquared_provider.reset_request import ResetScope
+
+Lead = tuple[str, str]  # (lead_id, scope_key)
+
+
+class _Progress:
+    """Logs done/total, rate and ETA at a steady pace so a long batch is never silent."""
+
+    def __init__(self, log: logging.Logger, total: int, every_seconds: float) -> None:
+        self.log, self.total, self.every = log, total, every_seconds
+        self.started = self.last = time.monotonic()
+
+    def tick(self, done: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        rate = done / (now - self.started) if now > self.started else 0.0
+        eta = (self.total - done) / rate if rate else float("nan")
+        self.log.info("progress: %d/%d leads, %.2f resets/s, ETA %.0f s", done, self.total, rate, eta)
+
+
+@dataclass
+class SendReport:
+    """What one batch did: counts per outcome, and the failure that stopped it, if any."""
+
+    counts: Counter[str]
+    auth_failure: ResetResult | None = None
+    stopped_by: BaseException | None = None
+
+
+class _Heartbeat(threading.Thread):
+    """Keeps the owner's claims alive while the batch works."""
+
+    def __init__(self, store: StateStore, owner: ClaimOwner, ttl: float, every: float, log: logging.Logger) -> None:
+        super().__init__(name="lsq-claim-heartbeat", daemon=True)
+        self.store, self.owner, self.ttl, self.every, self.log = store, owner, ttl, every, log
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            try:
+                self.store.heartbeat(self.owner, self.ttl)
+            except Exception as exc:  # a missed beat is retried; the claim's expiry is the safety net
+                self.log.warning("claim heartbeat failed (%s); retrying in %.0f s", type(exc).__name__, self.every)
+
+
+class BatchSender:
+    """
+    Send one batch's leads under claims; the operator only builds it and reports what it returns.
+
+    :param store: the state store.
+    :param hook: the account's hook (its budget paces every call).
+    :param batch: run, DAG, batch number and the scopes its leads are reset under.
+    :param typed_scopes: the same scopes, validated, by scope key.
+    :param owner: who holds this batch's claims.
+    :param max_in_flight: requests out at once; a killed task may repeat at most this many.
+    :param claim_ttl_seconds: a claim not refreshed for this long is taken over by others.
+    :param heartbeat_seconds: how often claims are refreshed (well under the ttl).
+    :param run_stopped: returns True when another batch of the run met refused keys.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        hook: LeadSquaredHook,
+        batch: BatchScope,
+        typed_scopes: dict[str, ResetScope],
+        owner: ClaimOwner,
+        max_in_flight: int = 4,
+        claim_ttl_seconds: float = 30.0,
+        heartbeat_seconds: float = 5.0,
+        progress_every_seconds: float = 10.0,
+        held_poll_seconds: float = 1.0,
+        run_stopped: Callable[[], bool] | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.store, self.hook, self.batch, self.typed_scopes, self.owner = store, hook, batch, typed_scopes, owner
+        self.max_in_flight = max_in_flight
+        self.claim_ttl = claim_ttl_seconds
+        self.heartbeat_seconds = heartbeat_seconds
+        self.progress_every = progress_every_seconds
+        self.held_poll = held_poll_seconds
+        self.run_stopped = run_stopped or (lambda: False)
+        self.log = log or logging.getLogger(__name__)
+
+    # -- the parts ----------------------------------------------------------------------------------
+
+    def skip_settled(self, leads: list[Lead], counts: Counter[str]) -> list[Lead]:
+        """Record leads already settled under their scope as ``already_done``; return the others."""
+        by_scope: dict[str, list[str]] = {}
+        for lead, scope_key in leads:
+            by_scope.setdefault(scope_key, []).append(lead)
+        settled = {(lead, sk) for sk, ids in by_scope.items() for lead in self.store.settled(ids, sk)}
+        if settled:
+            message = "not sent: already queued or refused for good under this window and categories"
+            self.store.record_many(
+                self.batch,
+                ((sk, ResetResult.not_sent(lead, Outcome.ALREADY_DONE, message)) for lead, sk in sorted(settled)),
+            )
+            counts[Outcome.ALREADY_DONE] += len(settled)
+        return [pair for pair in leads if pair not in settled]
+
+    def record_each(self, leads: Iterable[Lead], outcome: Outcome, message: str, counts: Counter[str]) -> None:
+        items = [(sk, ResetResult.not_sent(lead, outcome, message)) for lead, sk in leads]
+        if items:
+            self.store.record_many(self.batch, items)
+            counts[outcome] += len(items)
+
+    def _finish(self, item: Lead, result: ResetResult, taken_over: bool, counts: Counter[str]) -> None:
+        try:
+            self.store.finish(self.owner, self.batch, item[1], result, extra_sends=int(taken_over), repeated=taken_over)
+        except Exception as exc:  # e.g. a value the store refused: the lead is failed, the batch goes on
+            self.log.exception("lead %s: its outcome %s could not be recorded", item[0], result.outcome)
+            result = ResetResult.crashed(item[0], exc, attempts=result.attempts, started_at=result.started_at)
+            self.store.finish(self.owner, self.batch, item[1], result, extra_sends=int(taken_over), repeated=taken_over)
+        counts[result.outcome] += 1
+
+    def _send_one(self, item: Lead) -> ResetResult:
+        from leadsquared_provider.reset_request import ResetRequest
+
+        started = time.time()
+        try:
+            return self.hook.reset_lead(ResetRequest(item[0], self.typed_scopes[item[1]]))
+        except (LeadSquaredAuthError, RateBudgetError):
+            raise  # the run's trouble, not the lead's: the sender stops
+        except Exception as exc:  # one lead's trouble stays one lead's
+            return ResetResult.crashed(item[0], exc, started_at=started)
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def send(self, leads: list[Lead]) -> SendReport:
+        """Send ``leads`` (in order); return the counts per outcome and what stopped the batch, if anything."""
+        counts: Counter[str] = Counter()
+        todo = self.skip_settled(leads, counts)
+        report = SendReport(counts)
+        progress = _Progress(self.log, len(todo), self.progress_every)
+        heartbeat = _Heartbeat(self.store, self.owner, self.claim_ttl, self.heartbeat_seconds, self.log)
+        heartbeat.start()
+        queue: list[Lead] = list(reversed(todo))
+        held: dict[Lead, str] = {}
+        pending: dict[Future[ResetResult], tuple[Lead, bool]] = {}
+        done = 0
+        last_stop_check = time.monotonic()
+        held_deadline: float | None = None
+        try:
+            with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="lsq-reset") as pool:
+                while True:
+                    stopped = report.auth_failure is not None or report.stopped_by is not None
+                    if not stopped and time.monotonic() - last_stop_check > 5.0:
+                        last_stop_check = time.monotonic()
+                        if self.run_stopped():
+                            report.auth_failure = ResetResult.not_sent(
+                                "", Outcome.AUTH_FAILED, "another batch of this run was refused"
+                            )
+                            stopped = True
+                    while not stopped and queue and len(pending) < self.max_in_flight:
+                        item = queue.pop()
+                        claim = self.store.claim(self.owner, self.batch, item[0], item[1], self.claim_ttl)
+                        if claim.status is ClaimStatus.SETTLED:
+                            self.record_each([item], Outcome.ALREADY_DONE, f"not sent: {claim.detail}", counts)
+                            done += 1
+                        elif claim.status is ClaimStatus.HELD:
+                            held[item] = claim.detail
+                        else:
+                            taken_over = claim.status is ClaimStatus.TAKEN_OVER
+                            if taken_over:
+                                self.log.warning("lead %s: %s; sending again", item[0], claim.detail)
+                            pending[pool.submit(self._send_one, item)] = (item, taken_over)
+                    if not pending:
+                        if stopped or not (queue or held):
+                            break
+                        if not queue:
+                            # Only leads held by others are left: look again until they settle or expire.
+                            if held_deadline is None:
+                                held_deadline = time.monotonic() + self.claim_ttl + 2 * self.heartbeat_seconds
+                            if time.monotonic() >= held_deadline:
+                                break
+                            time.sleep(self.held_poll)
+                            queue, held = list(reversed(held)), {}
+                        continue
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        item, taken_over = pending.pop(future)
+                        try:
+                            result = future.result()
+                        except LeadSquaredAuthError as exc:
+                            result = ResetResult.not_sent(
+                                item[0], Outcome.SKIPPED, f"not sent: {exc}", exception_type=exc.exception_type
+                            )
+                        except RateBudgetError as exc:
+                            result = ResetResult.crashed(item[0], exc)
+                            report.stopped_by = report.stopped_by or exc
+                        self._finish(item, result, taken_over, counts)
+                        done += 1
+                        if result.outcome is Outcome.AUTH_FAILED and report.auth_failure is None:
+                            report.auth_failure = result
+                    progress.tick(done)
+        finally:
+            heartbeat.stopped.set()
+        if report.auth_failure is not None:
+            left = [*reversed(queue), *held]
+            self.record_each(left, Outcome.SKIPPED, "not sent: the run stopped after LeadSquared refused", counts)
+        elif report.stopped_by is None:
+            for item, detail in held.items():
+                self.record_each(
+                    [item],
+                    Outcome.IN_PROGRESS_ELSEWHERE,
+                    f"not sent: {detail}; the next run takes it if unsettled",
+                    counts,
+                )
+        # Stopped by the budget: unsent leads keep no row; the next run carries them over (never reached).
+        progress.tick(done, force=True)
+        return report
+
+
+def owner_for(run_key: str, batch: int, try_number: int) -> ClaimOwner:
+    """A new claim owner for this process: run, batch, try, host and pid, plus a unique id."""
+    import os
+    import socket
+    import uuid
+
+    return ClaimOwner(
+        owner_id=uuid.uuid4().hex,
+        run_key=run_key,
+        batch=batch,
+        try_number=try_number,
+        hostname=socket.getfqdn(),
+        pid=os.getpid(),
+    )

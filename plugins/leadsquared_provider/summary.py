@@ -1,0 +1,115 @@
+"""A run's summary as read back from the state store, and the verdict that fails a bad run."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from leadsquared_provider.exceptions import LeadSquaredAuthError, PlanError, ResetFailuresError
+from leadsquared_provider.outcomes import Outcome
+
+if TYPE_CHECKING:
+    from leadsquared_provider.run_params import RunParams
+    from leadsquared_provider.state_store import StateStore
+
+# Leads this run did not reset and nobody else is resetting: they fail a batch's check and the run.
+FAILURE_OUTCOMES = (Outcome.FAILED, Outcome.AUTH_FAILED, Outcome.SKIPPED)
+SHOWN = 10
+
+log = logging.getLogger(__name__)
+
+
+def batch_failures(counts: dict[str, int]) -> int:
+    return sum(counts.get(outcome, 0) for outcome in FAILURE_OUTCOMES)
+
+
+def build_summary(store: StateStore, key: str) -> dict[str, Any]:
+    """The run's summary: counts per outcome, failures, rejections, repeats and the leads behind them.
+
+    :raises LookupError: the run was never planned.
+    """
+    run = store.load_run(key)
+    counts = store.outcome_counts(key)
+    counts.pop(Outcome.SENDING, None)
+    unfinished = store.unfinished(key)
+    if unfinished:
+        counts["unfinished"] = unfinished
+    total = run.candidates + run.invalid + run.carried_over
+    rejected = counts.get(Outcome.REJECTED, 0)
+    return {
+        "run": key,
+        "dry_run": run.dry_run,
+        "window": {"from": run.scope.get("from_date"), "to": run.scope.get("to_date")},
+        "candidates": run.candidates,
+        "retried_from_earlier_runs": run.carried_over,
+        "invalid_ids": run.invalid,
+        "batches": run.batches,
+        "counts": {str(k): v for k, v in sorted(counts.items())},
+        "failures": batch_failures(counts) + unfinished,
+        "rejected": rejected,
+        "rejected_share": round(rejected / total, 4) if total else 0.0,
+        "possibly_repeated": store.repeated_count(key),
+        "possibly_repeated_leads": [row["lead_id"] for row in store.leads_with(key, repeated=True, limit=SHOWN)],
+        "held_elsewhere": store.leads_with(key, [Outcome.IN_PROGRESS_ELSEWHERE], limit=SHOWN),
+        "rate_limited_answers": store.rate_limited_answers(key),
+        "first_failed": store.leads_with(key, [*FAILURE_OUTCOMES, Outcome.REJECTED], limit=SHOWN),
+    }
+
+
+def unresolved(summary: dict[str, Any]) -> int:
+    """Leads the next run should pick up: failures, unfinished and leads held by owners that may fail."""
+    return summary["failures"] + summary["counts"].get(Outcome.IN_PROGRESS_ELSEWHERE, 0)
+
+
+def verdict(summary: dict[str, Any], params: RunParams) -> None:
+    """Fail the run on refused keys, failures over ``failure_threshold`` or rejections over their share.
+
+    :raises LeadSquaredAuthError, ResetFailuresError: the run failed; the summary says why.
+    """
+    if summary["counts"].get(Outcome.AUTH_FAILED):
+        raise LeadSquaredAuthError(
+            "LeadSquared refused the keys, host or permission: fix the connection and clear the run",
+            status_code=None,
+            exception_type=None,
+        )
+    if summary["failures"] > params.failure_threshold:
+        raise ResetFailuresError(
+            f"{summary['failures']} lead(s) not reset, over failure_threshold={params.failure_threshold}: "
+            "see the report above"
+        )
+    if summary["rejected"] and summary["rejected_share"] > params.max_rejected_share:
+        raise ResetFailuresError(
+            f"{summary['rejected']} lead(s) rejected ({summary['rejected_share']:.0%} of the candidates), over "
+            f"max_rejected_share={params.max_rejected_share:g}: check the candidate query's ids and account"
+        )
+
+
+def report_run(
+    store: StateStore,
+    key: str,
+    params: RunParams,
+    *,
+    push: Callable[[dict[str, Any]], None],
+    effective_rate: Callable[[], float | None] = lambda: None,
+    export: Callable[[], int] | None = None,
+) -> dict[str, Any]:
+    """Summarise the run, close it for carry-over, export its audit if asked, push the summary, then judge it.
+
+    The summary is pushed before the verdict, so it can be read when the run failed.
+    """
+    from leadsquared_provider.report_format import format_report
+
+    try:
+        summary = build_summary(store, key)
+    except LookupError:
+        raise PlanError(f"run {key} has no plan (the plan task failed): nothing was sent") from None
+    if not summary["dry_run"]:
+        summary["effective_rate_per_window"] = effective_rate()
+    store.close_run(key, unresolved(summary))
+    if export is not None:
+        summary["audit_exported_rows"] = export()
+    push(summary)
+    log.info("\n%s", format_report(summary))
+    verdict(summary, params)
+    return summary
