@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from lsq_emulator.emulator import ApiRequest, Emulator
+from lsq_emulator.store import RESET_STATES
 
 INSPECTION_PREFIX = "/_emulator"
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -70,6 +71,12 @@ def create_app(emulator: Emulator) -> FastAPI:
     @app.get(f"{INSPECTION_PREFIX}/calls")
     def calls() -> list[dict[str, Any]]:
         return emulator.calls()
+
+    @app.get(f"{INSPECTION_PREFIX}/resets")
+    def resets(state: str | None = None) -> Response:
+        if state is not None and state not in RESET_STATES:
+            return _bad_request(f"state must be one of {', '.join(RESET_STATES)}")
+        return JSONResponse(emulator.resets(state))
 
     @app.get(f"{INSPECTION_PREFIX}/stats")
     def stats() -> dict[str, Any]:
@@ -134,6 +141,8 @@ def create_app(emulator: Emulator) -> FastAPI:
         emulator.finish(answer, time.monotonic() - started)
         if answer.kind == "drop":
             return DroppedResponse()
-        return Response(answer.payload, status_code=answer.status, media_type=answer.content_type)
+        return Response(
+            answer.payload, status_code=answer.status, media_type=answer.content_type, headers=answer.headers
+        )
 
     return app

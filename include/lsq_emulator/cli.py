@@ -11,8 +11,16 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from lsq_emulator.config import RATE_LIMIT_STYLES, Account, EmulatorConfig, default_accounts
+from lsq_emulator.config import (
+    DEFAULT_REDIRECT_URL,
+    MISSING_LEAD_STATUSES,
+    RATE_LIMIT_STYLES,
+    Account,
+    EmulatorConfig,
+    default_accounts,
+)
 from lsq_emulator.emulator import Emulator
+from lsq_emulator.hostile import HOSTILE_KINDS
 from lsq_emulator.server import EmulatorServer
 from lsq_emulator.store import load_seed_file
 
@@ -24,6 +32,21 @@ def _latency(text: str) -> tuple[float, float]:
     if len(parts) != 2:
         raise argparse.ArgumentTypeError("latency is MIN,MAX or one fixed value (seconds)")
     return parts[0], parts[1]
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _hostile_rate(text: str) -> tuple[str, float]:
+    kind, rate = _pair(text)
+    try:
+        return kind, float(rate)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the fraction must be a number") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +70,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-limit-burst", type=float, default=0.0)
     p.add_argument("--hang-seconds", type=float, default=30.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--reset-apply-delay", type=float, default=0.0)
+    p.add_argument(
+        "--reset-processing-delay",
+        "--reset-apply-delay",
+        dest="reset_processing_delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="an accepted reset is performed this long after its Success answer",
+    )
+    p.add_argument(
+        "--hostile",
+        type=_hostile_rate,
+        action="append",
+        default=[],
+        metavar="KIND=FRACTION",
+        help=f"answer this fraction of Lead.Reset calls so (repeatable); KIND: {', '.join(HOSTILE_KINDS)}",
+    )
+    p.add_argument(
+        "--hostile-lead",
+        type=_pair,
+        action="append",
+        default=[],
+        metavar="LEAD_ID=KIND",
+        help="answer every Lead.Reset of this lead with KIND (repeatable)",
+    )
+    p.add_argument(
+        "--redirect-url", default=DEFAULT_REDIRECT_URL, help="redirects point here (the call's path and query appended)"
+    )
+    p.add_argument(
+        "--missing-lead-status",
+        type=int,
+        choices=MISSING_LEAD_STATUSES,
+        default=400,
+        help='an unknown lead gets 400 "Lead not found" or 500 "Lead does not exist"',
+    )
+    p.add_argument(
+        "--unperformed-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of accepted resets answered Success but never performed (seeded)",
+    )
+    p.add_argument(
+        "--unperformed-lead",
+        action="append",
+        default=[],
+        metavar="LEAD_ID",
+        help="resets of this lead are answered Success but never performed (repeatable)",
+    )
+    p.add_argument(
+        "--failing-lead",
+        action="append",
+        default=[],
+        metavar="LEAD_ID",
+        help="Lead.Reset of this lead always answers 500 (repeatable)",
+    )
     return p
 
 
@@ -73,8 +150,15 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         rate_limit_burst_rate=args.rate_limit_burst,
         hang_seconds=args.hang_seconds,
         seed=args.seed,
-        reset_apply_delay=args.reset_apply_delay,
+        reset_processing_delay_seconds=args.reset_processing_delay,
         region=args.region,
+        failing_leads=tuple(args.failing_lead),
+        hostile_rates=dict(args.hostile),
+        hostile_leads=dict(args.hostile_lead),
+        redirect_url=args.redirect_url,
+        missing_lead_status=args.missing_lead_status,
+        unperformed_reset_fraction=args.unperformed_fraction,
+        unperformed_leads=tuple(args.unperformed_lead),
     )
 
 

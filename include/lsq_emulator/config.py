@@ -7,8 +7,13 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
+
+from lsq_emulator.hostile import HOSTILE_KINDS
 
 RATE_LIMIT_STYLES = ("429", "200", "403")
+MISSING_LEAD_STATUSES = (400, 500)
+DEFAULT_REDIRECT_URL = "https://maintenance.leadsquared.invalid"
 FAULT_RATES = (
     "fault_5xx_rate",
     "fault_timeout_rate",
@@ -81,7 +86,15 @@ class EmulatorConfig:
     ``rate_limit_style`` ("429", "200" or "403"); ``latency`` (min, max) seconds added to every API
     answer; ``fault_*_rate`` and ``rate_limit_burst_rate`` are per-call probabilities drawn from
     ``random.Random(seed)``; a timeout fault hangs ``hang_seconds`` then answers 504; an accepted reset
-    is applied ``reset_apply_delay`` seconds later; keys of an account outside ``region`` get 401.
+    is performed ``reset_processing_delay_seconds`` later (``reset_apply_delay`` is its older name);
+    keys of an account outside ``region`` get 401.
+
+    Hostile answers (never performing the reset; kinds in :data:`lsq_emulator.hostile.HOSTILE_KINDS`):
+    ``hostile_rates`` maps a kind to the fraction of Lead.Reset calls answered so (its own seeded
+    stream, drawn once per API call), ``hostile_leads`` maps a lead id to the kind its resets always
+    get; redirects point at ``redirect_url`` + the call's path and query. ``missing_lead_status`` answers
+    an unknown lead with 400 "Lead not found" or 500 "Lead does not exist". ``unperformed_reset_fraction``
+    (seeded) and ``unperformed_leads`` make accepted resets that answer Success but are never performed.
     """
 
     accounts: list[Account] = field(default_factory=default_accounts)
@@ -97,9 +110,16 @@ class EmulatorConfig:
     rate_limit_burst_rate: float = 0.0
     hang_seconds: float = 30.0
     seed: int = 0
-    reset_apply_delay: float = 0.0
+    reset_apply_delay: float = 0.0  # older name of reset_processing_delay_seconds; both always hold one value
     region: str = "in21"
     failing_leads: tuple[str, ...] = ()  # Lead.Reset of these leads always answers 500 (a persistent fault)
+    reset_processing_delay_seconds: float = 0.0
+    hostile_rates: Mapping[str, float] = field(default_factory=dict)
+    hostile_leads: Mapping[str, str] = field(default_factory=dict)
+    redirect_url: str = DEFAULT_REDIRECT_URL
+    missing_lead_status: int = 400
+    unperformed_reset_fraction: float = 0.0
+    unperformed_leads: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         accounts = [a if isinstance(a, Account) else Account.from_dict(a) for a in self.accounts]
@@ -127,11 +147,46 @@ class EmulatorConfig:
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {rate!r}")
             object.__setattr__(self, name, rate)
-        if self.hang_seconds < 0 or self.reset_apply_delay < 0:
-            raise ValueError("hang_seconds and reset_apply_delay must be >= 0")
-        object.__setattr__(self, "failing_leads", tuple(str(x).strip().lower() for x in self.failing_leads))
+        if self.hang_seconds < 0:
+            raise ValueError("hang_seconds must be >= 0")
+        self._check_processing_delay()
+        object.__setattr__(self, "failing_leads", _lead_ids(self.failing_leads, "failing_leads"))
+        object.__setattr__(self, "unperformed_leads", _lead_ids(self.unperformed_leads, "unperformed_leads"))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        self._check_hostile()
+        fraction = float(self.unperformed_reset_fraction)
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"unperformed_reset_fraction must be within [0, 1], got {fraction!r}")
+        object.__setattr__(self, "unperformed_reset_fraction", fraction)
+        if self.missing_lead_status not in MISSING_LEAD_STATUSES or isinstance(self.missing_lead_status, bool):
+            raise ValueError(f"missing_lead_status must be 400 or 500, got {self.missing_lead_status!r}")
+        url = urlsplit(str(self.redirect_url))
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise ValueError(f"redirect_url must be an absolute http(s) URL, got {self.redirect_url!r}")
+
+    def _check_processing_delay(self) -> None:
+        new, old = float(self.reset_processing_delay_seconds), float(self.reset_apply_delay)
+        if new < 0 or old < 0:
+            raise ValueError("reset_processing_delay_seconds (reset_apply_delay) must be >= 0")
+        if new and old and new != old:
+            raise ValueError("reset_processing_delay_seconds and its older name reset_apply_delay disagree")
+        delay = new or old
+        object.__setattr__(self, "reset_processing_delay_seconds", delay)
+        object.__setattr__(self, "reset_apply_delay", delay)
+
+    def _check_hostile(self) -> None:
+        if not isinstance(self.hostile_rates, Mapping) or not isinstance(self.hostile_leads, Mapping):
+            raise ValueError("hostile_rates and hostile_leads must be objects (kind -> rate, lead id -> kind)")
+        unknown = sorted({*self.hostile_rates, *self.hostile_leads.values()} - set(HOSTILE_KINDS))
+        if unknown:
+            raise ValueError(f"unknown hostile kind(s) {unknown}; known: {', '.join(HOSTILE_KINDS)}")
+        rates = {kind: float(rate) for kind, rate in self.hostile_rates.items()}
+        if any(not 0.0 <= rate <= 1.0 for rate in rates.values()) or sum(rates.values()) > 1.0 + 1e-9:
+            raise ValueError(f"hostile_rates must each lie within [0, 1] and add up to at most 1, got {rates}")
+        object.__setattr__(self, "hostile_rates", rates)
+        leads = {str(lead).strip().lower(): kind for lead, kind in self.hostile_leads.items()}
+        object.__setattr__(self, "hostile_leads", leads)
 
     def replace(self, **changes: Any) -> EmulatorConfig:
         """Return a copy with ``changes`` applied; unknown names raise ``ValueError``."""
@@ -141,6 +196,10 @@ class EmulatorConfig:
             raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
         if isinstance(changes.get("latency"), list):
             changes["latency"] = tuple(changes["latency"])
+        aliases = ("reset_processing_delay_seconds", "reset_apply_delay")
+        for name, other in (aliases, aliases[::-1]):
+            if name in changes and other not in changes:
+                changes[other] = changes[name]
         return dataclasses.replace(self, **changes)
 
     def public(self) -> dict[str, Any]:
@@ -148,5 +207,15 @@ class EmulatorConfig:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "accounts"}
         out["latency"] = list(self.latency)
         out["failing_leads"] = list(self.failing_leads)
+        out["unperformed_leads"] = list(self.unperformed_leads)
+        out["hostile_rates"] = dict(self.hostile_rates)
+        out["hostile_leads"] = dict(self.hostile_leads)
         out["accounts"] = [a.public() for a in self.accounts]
         return out
+
+
+def _lead_ids(values: Any, name: str) -> tuple[str, ...]:
+    """Lead ids as lower-cased stripped strings (ids match case-insensitively)."""
+    if isinstance(values, str):
+        raise ValueError(f"{name} must be a list of lead ids, not one string")
+    return tuple(str(x).strip().lower() for x in values)

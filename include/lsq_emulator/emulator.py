@@ -1,7 +1,8 @@
 """The emulator's state and its request pipeline, independent of any HTTP server.
 
 :meth:`Emulator.handle` decides, under one lock and in arrival order, what an API call gets:
-auth -> rate limit -> injected faults -> request validation -> lead existence -> success.
+auth -> rate limit -> injected faults -> failing/hostile lead or drawn hostile answer (Lead.Reset only)
+-> request validation -> lead existence -> success (then performed, later, or never).
 The web layer (:mod:`lsq_emulator.app`) only turns the resulting :class:`Answer` into bytes on the wire.
 """
 
@@ -20,10 +21,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from lsq_emulator import errors
+from lsq_emulator.activities import parse_activity_query, retrieve
 from lsq_emulator.config import Account, EmulatorConfig, api_host
-from lsq_emulator.faults import FAULT_5XX, FAULT_DROP, FAULT_HTML, FAULT_NON_JSON, FAULT_TIMEOUT, FaultDice
+from lsq_emulator.faults import FAULT_5XX, FAULT_DROP, FAULT_HTML, FAULT_NON_JSON, FAULT_TIMEOUT, FateDice, FaultDice
+from lsq_emulator.hostile import HOSTILE_KINDS, hostile_answer
 from lsq_emulator.rate_limit import SlidingWindowLimiter
-from lsq_emulator.store import RECORD_KINDS, LeadStore
+from lsq_emulator.store import RECORD_KINDS, RESET_STATES, LeadStore
 from lsq_emulator.validation import parse_json_body, validate_reset
 
 OUTCOMES = (
@@ -38,7 +41,9 @@ OUTCOMES = (
     "non_json",
     "not_found_path",
     "ok",
+    *HOSTILE_KINDS,
 )
+NOT_QUEUED = "not_queued"  # reset_state of a Lead.Reset call not answered Success: nothing will be performed
 RAW_BODY_LIMIT = 4096
 JSON_TYPE = "application/json; charset=utf-8"
 
@@ -84,6 +89,7 @@ class Answer:
     delay: float
     kind: str
     record: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -100,6 +106,7 @@ class Emulator:
         self._store.add(list(leads))
         self._limiter = SlidingWindowLimiter(self._config.rate_limit, self._config.rate_window_seconds)
         self._dice = FaultDice(self._config.seed)
+        self._fates = FateDice(self._config.seed)
         self._keys = {a.access_key: a for a in self._config.accounts}
         self._calls: list[dict[str, Any]] = []
         self._seq = 0
@@ -123,6 +130,7 @@ class Emulator:
             self._keys = {a.access_key: a for a in new.accounts}
             if "seed" in changes:
                 self._dice = FaultDice(new.seed)
+                self._fates = FateDice(new.seed)
             return new
 
     def add_leads(self, leads: Iterable[dict[str, Any]]) -> int:
@@ -141,9 +149,19 @@ class Emulator:
             return self._store.all(time.monotonic())
 
     def calls(self) -> list[dict[str, Any]]:
-        """The call log (copies of CallRecord dicts) in arrival order."""
+        """The call log (copies of CallRecord dicts) in arrival order, each ``reset_state`` as of now."""
         with self._lock:
-            return copy.deepcopy(self._calls)
+            states = {r.seq: r.state for r in self._store.resets(time.monotonic())}
+            out = copy.deepcopy(self._calls)
+            for record in out:
+                record["reset_state"] = states.get(record["seq"], record["reset_state"])
+            return out
+
+    def resets(self, state: str | None = None) -> list[dict[str, Any]]:
+        """Every reset answered Success (optionally only those in ``state``), in acceptance order."""
+        with self._lock:
+            found = self._store.resets(time.monotonic())
+            return [r.public() for r in found if state is None or r.state == state]
 
     def clear_calls(self) -> None:
         """Empty the call log (and so the stats); rate-limit windows and leads are kept."""
@@ -156,8 +174,12 @@ class Emulator:
             self._limiter.clear()
 
     def stats(self) -> dict[str, Any]:
-        """Counts over the call log: by outcome, rate-limited by style, queued resets by lead."""
+        """Counts over the call log (by outcome, rate-limited by style, queued resets by lead) and
+        over the accepted resets (``resets_by_state``: state -> {lead id: count})."""
         with self._lock:
+            by_state: dict[str, Counter[str]] = {state: Counter() for state in RESET_STATES}
+            for reset in self._store.resets(time.monotonic()):
+                by_state[reset.state][reset.lead_id] += 1
             by_outcome = dict.fromkeys(OUTCOMES, 0)
             rate_limited = {"429": 0, "200": 0, "403": 0}
             accepted: Counter[str] = Counter()
@@ -174,6 +196,7 @@ class Emulator:
                 "rate_limited": rate_limited,
                 "accepted_by_lead": dict(accepted),
                 "pending_resets": self._store.pending_count,
+                "resets_by_state": {state: dict(counts) for state, counts in by_state.items()},
             }
 
     # --- the request pipeline ------------------------------------------------------------------
@@ -199,6 +222,7 @@ class Emulator:
                 "outcome": "",
                 "exception_type": None,
                 "rate_limit_style": None,
+                "reset_state": None,
                 "duration": None,
             }
             self._calls.append(record)
@@ -213,6 +237,9 @@ class Emulator:
                     0.0,
                 )
             draw = self._dice.draw(config)
+            hostile = self._fates.hostile(config)
+            if endpoint.name == "reset":
+                record["reset_state"] = NOT_QUEUED
             account, problem = self._authenticate(request, params, endpoint, config)
             record["account"] = account.name if account else None
             if problem is not None:
@@ -231,10 +258,15 @@ class Emulator:
                 )
             if draw.fault is not None:
                 return self._fault(record, draw.fault, draw.latency, config)
-            if endpoint.name == "reset" and str(record["lead_id"]).lower() in config.failing_leads:
-                return self._fault(record, FAULT_5XX, draw.latency, config)
+            if endpoint.name == "reset":
+                lead_key = str(record["lead_id"]).strip().lower()
+                if lead_key in config.failing_leads:
+                    return self._fault(record, FAULT_5XX, draw.latency, config)
+                hostile = config.hostile_leads.get(lead_key, hostile)
+                if hostile is not None:
+                    return self._hostile(record, hostile, request, draw.latency, config)
             try:
-                status, body, outcome = self._dispatch(endpoint, request, params, account, now, config)
+                status, body, outcome = self._dispatch(endpoint, request, params, account, now, config, record)
             except errors.RequestRejected as exc:
                 return self._error(record, exc.status, "rejected", exc.exception_type, exc.message, draw.latency)
             record.update(status=status, outcome=outcome)
@@ -327,6 +359,26 @@ class Emulator:
         record["status"] = 200
         return Answer(200, errors.NON_JSON_200, "text/plain; charset=utf-8", delay, "body", record)
 
+    def _hostile(
+        self, record: dict[str, Any], kind: str, request: ApiRequest, delay: float, config: EmulatorConfig
+    ) -> Answer:
+        answer = hostile_answer(kind, config.redirect_url, request.path, request.query)
+        record.update(status=answer.status, outcome=kind)
+        return Answer(answer.status, answer.payload, answer.content_type, delay, "body", record, answer.headers)
+
+    def _accept_reset(self, request: ApiRequest, record: dict[str, Any], now: float, config: EmulatorConfig) -> None:
+        order = validate_reset(parse_json_body(request.content_type, request.body))
+        self._store.apply_due(now)
+        lead_id = self._store.canonical_id(order.prospect_id)
+        if lead_id is None:
+            raise errors.lead_not_found(config.missing_lead_status)
+        unlucky = self._fates.unperformed(config)
+        performs = not unlucky and lead_id.lower() not in config.unperformed_leads
+        accepted = self._store.accept(
+            record["seq"], order, now, config.reset_processing_delay_seconds, performs=performs
+        )
+        record["reset_state"] = accepted.state
+
     def _dispatch(
         self,
         endpoint: Endpoint,
@@ -335,15 +387,10 @@ class Emulator:
         account: Account,
         now: float,
         config: EmulatorConfig,
+        record: dict[str, Any],
     ) -> tuple[int, Any, str]:
         if endpoint.name == "reset":
-            order = validate_reset(parse_json_body(request.content_type, request.body))
-            self._store.apply_due(now)
-            if self._store.canonical_id(order.prospect_id) is None:
-                raise errors.RequestRejected(errors.LEAD_NOT_FOUND, "Lead not found")
-            self._store.queue(order, now + config.reset_apply_delay)
-            if config.reset_apply_delay == 0:
-                self._store.apply_due(now)
+            self._accept_reset(request, record, now, config)
             return 200, errors.queued_body(), "queued"
         if endpoint.name == "user":
             return 200, self._user(account), "ok"
@@ -354,7 +401,7 @@ class Emulator:
             lead = self._store.get(lead_id, now)
             fields = [{k: v for k, v in lead.items() if k not in RECORD_KINDS}] if lead else []
             return 200, fields, "ok"
-        return 200, self._activities(request, params, now), "ok"
+        return 200, self._activities(request, params, now, config), "ok"
 
     @staticmethod
     def _user(account: Account) -> dict[str, Any]:
@@ -370,24 +417,15 @@ class Emulator:
             "LSQApiHost": api_host(account.region),
         }
 
-    def _activities(self, request: ApiRequest, params: dict[str, str], now: float) -> dict[str, Any]:
+    def _activities(
+        self, request: ApiRequest, params: dict[str, str], now: float, config: EmulatorConfig
+    ) -> dict[str, Any]:
         lead_id = params.get("leadid", "").strip()
         if not lead_id:
             raise errors.RequestRejected(errors.MANDATORY_MISSING, "Mandatory parameter leadId is missing")
-        body = parse_json_body("application/json", request.body) if request.body.strip() else {}
-        if not isinstance(body, dict):
-            raise errors.RequestRejected(errors.INVALID_JSON, "The JSON body must be an object")
-        parameter = body.get("Parameter") or {}
-        paging = body.get("Paging") or {}
-        if not isinstance(parameter, dict) or not isinstance(paging, dict):
-            raise errors.RequestRejected(errors.INVALID_INPUT, "Parameter and Paging must be objects")
+        body = parse_json_body("application/json", request.body) if request.body.strip() else None
+        query = parse_activity_query(body)
         lead = self._store.get(lead_id, now)
-        activities = lead["activities"] if lead else []
-        event = parameter.get("ActivityEvent")
-        if event is not None:
-            activities = [a for a in activities if a.get("ActivityEvent") == event]
-        offset = paging.get("Offset", 0)
-        count = paging.get("RowCount", len(activities))
-        if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (offset, count)):
-            raise errors.RequestRejected(errors.INVALID_INPUT, "Paging Offset and RowCount must be integers")
-        return {"RecordCount": len(activities), "ProspectActivities": activities[offset : offset + count]}
+        if lead is None:
+            raise errors.lead_not_found(config.missing_lead_status)
+        return retrieve(lead["activities"], query)

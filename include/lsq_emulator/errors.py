@@ -61,3 +61,8 @@ class RequestRejected(Exception):
         self.exception_type = exception_type
         self.message = message
         self.status = status
+
+
+def lead_not_found(status: int) -> RequestRejected:
+    """An unknown lead: 400 "Lead not found" (the default) or 500 "Lead does not exist", as some hosts answer."""
+    return RequestRejected(LEAD_NOT_FOUND, "Lead does not exist" if status == 500 else "Lead not found", status)

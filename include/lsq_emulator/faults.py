@@ -1,4 +1,4 @@
-"""Seeded fault and latency draws: the same seed and call order give the same faults and delays."""
+"""Seeded draws (faults, latency, hostile answers, unperformed resets): same seed and call order, same draws."""
 
 from __future__ import annotations
 
@@ -56,3 +56,26 @@ class FaultDice:
             fault=fault,
             latency=low + (high - low) * latency_u,
         )
+
+
+class FateDice:
+    """The seeded streams of hostile answers and unperformed resets, apart from :class:`FaultDice` so
+    that a seed's transport-fault sequence is the same whether or not these are in use."""
+
+    def __init__(self, seed: int) -> None:
+        self._answers = random.Random(f"hostile/{seed}")
+        self._fates = random.Random(f"unperformed/{seed}")
+
+    def hostile(self, config: EmulatorConfig) -> str | None:
+        """One draw per API call: the hostile kind it gets (if it is a Lead.Reset), or ``None``."""
+        u = self._answers.random()
+        threshold = 0.0
+        for kind, rate in config.hostile_rates.items():
+            threshold += rate
+            if rate > 0 and u < threshold:
+                return kind
+        return None
+
+    def unperformed(self, config: EmulatorConfig) -> bool:
+        """One draw per accepted reset: True when it is to be answered Success and never performed."""
+        return self._fates.random() < config.unperformed_reset_fraction

@@ -1,4 +1,4 @@
-"""The lead store: leads with their activities, audits, tasks and notes, and the resets queued on them.
+"""The lead store: leads with their activities, audits, tasks and notes, and the resets accepted on them.
 
 Not thread-safe by itself; :class:`lsq_emulator.emulator.Emulator` holds the lock around it.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,8 @@ RECORD_KINDS = ("activities", "audits", "tasks", "notes")
 AUDIT_TYPES = frozenset({"StageChange", "OwnerChange"})
 _DATE_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 _KIND_KEY = {"activities": "ActivityEvent", "audits": "Type", "tasks": "TaskTypeId"}
+PENDING, PERFORMED, UNPERFORMED = "pending", "performed", "unperformed"
+RESET_STATES = (PENDING, PERFORMED, UNPERFORMED)
 
 
 def parse_lsq_date(value: object) -> datetime:
@@ -80,17 +83,36 @@ class ResetOrder:
 
 
 @dataclass
-class _Pending:
-    due: float
+class AcceptedReset:
+    """A reset answered Success: ``pending`` until ``due`` (monotonic), then ``performed``; or
+    ``unperformed`` from the start when a fault decided it never happens."""
+
+    seq: int
+    lead_id: str
     order: ResetOrder
+    accepted_at: float
+    delay: float
+    due: float
+    state: str
+
+    def public(self) -> dict[str, Any]:
+        """What the inspection API shows: call seq, lead, state, wall-clock acceptance and due times."""
+        return {
+            "seq": self.seq,
+            "lead_id": self.lead_id,
+            "state": self.state,
+            "accepted_at": self.accepted_at,
+            "due_at": self.accepted_at + self.delay,
+        }
 
 
 class LeadStore:
-    """Leads keyed by lower-cased ProspectId, plus resets waiting for their apply time."""
+    """Leads keyed by lower-cased ProspectId, plus every accepted reset and those still pending."""
 
     def __init__(self) -> None:
         self._leads: dict[str, dict[str, Any]] = {}
-        self._pending: list[_Pending] = []
+        self._resets: dict[int, AcceptedReset] = {}
+        self._pending: list[AcceptedReset] = []
 
     def add(self, leads: list[dict[str, Any]]) -> int:
         """Add or replace leads (validated first, all or none); return how many."""
@@ -115,23 +137,37 @@ class LeadStore:
         lead = self._leads.get(lead_id.strip().lower())
         return lead["ProspectId"] if lead is not None else None
 
-    def queue(self, order: ResetOrder, due: float) -> None:
-        """Queue a reset to apply once monotonic time reaches ``due``."""
-        self._pending.append(_Pending(due, order))
+    def accept(self, seq: int, order: ResetOrder, now: float, delay: float, *, performs: bool) -> AcceptedReset:
+        """Record the reset accepted by call ``seq`` at monotonic ``now``; it is performed ``delay`` s later
+        (at once when 0), or never when ``performs`` is false."""
+        lead_id = self.canonical_id(order.prospect_id) or order.prospect_id
+        state = PENDING if performs else UNPERFORMED
+        reset = AcceptedReset(seq, lead_id, order, time.time(), delay, now + delay, state)
+        self._resets[seq] = reset
+        if performs:
+            self._pending.append(reset)
+            self.apply_due(now)
+        return reset
 
     def apply_due(self, now: float) -> int:
-        """Apply, in acceptance order, every queued reset whose time has come; return how many."""
-        ready = [p for p in self._pending if p.due <= now]
+        """Perform, in acceptance order, every pending reset whose time has come; return how many."""
+        ready = [r for r in self._pending if r.due <= now]
         if not ready:
             return 0
-        self._pending = [p for p in self._pending if p.due > now]
-        for pending in ready:
-            self._apply(pending.order)
+        self._pending = [r for r in self._pending if r.due > now]
+        for reset in ready:
+            self._apply(reset.order)
+            reset.state = PERFORMED
         return len(ready)
+
+    def resets(self, now: float) -> list[AcceptedReset]:
+        """Every accepted reset in acceptance order, due ones performed first (the objects, not copies)."""
+        self.apply_due(now)
+        return list(self._resets.values())
 
     @property
     def pending_count(self) -> int:
-        """How many resets are queued but not yet applied."""
+        """How many resets are accepted but not yet performed (unperformed ones excluded)."""
         return len(self._pending)
 
     def _apply(self, order: ResetOrder) -> None:

@@ -11,7 +11,7 @@ from tests.emulator.emulator_support import LEAD_ID, OTHER_LEAD_ID, TIMEOUT, con
 
 CALL_RECORD_KEYS = {
     "seq", "time", "method", "path", "query", "account", "lead_id", "body", "raw_body",
-    "status", "outcome", "exception_type", "rate_limit_style", "duration",
+    "status", "outcome", "exception_type", "rate_limit_style", "reset_state", "duration",
 }  # fmt: skip
 
 
@@ -47,6 +47,7 @@ def test_call_record_holds_what_was_sent(emu):
     assert record["body"] == {"ProspectId": LEAD_ID, "ActivityEventList": [166]}
     assert record["raw_body"] == f'{{"ProspectId": "{LEAD_ID}", "ActivityEventList": [166]}}'
     assert (record["status"], record["outcome"], record["exception_type"]) == (200, "queued", None)
+    assert record["reset_state"] == "performed"
     assert record["duration"] >= 0
 
 
