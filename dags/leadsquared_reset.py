@@ -31,12 +31,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task, task_group
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, dag, get_current_context, task, task_group
 
+from leadsquared_provider.accounts import Account, accounts_file, load_accounts
 from leadsquared_provider.notifications.run_report import RunReportNotifier
 from leadsquared_provider.operators.reset import LeadSquaredResetOperator
 
 # ---- Edit here: the defaults of every run (each can be overridden in the trigger form) ------------------
+# One DAG per account of include/leadsquared_accounts.yaml; an account may set its own of these defaults.
 LOCAL_TIMEZONE = "Asia/Kolkata"  # the day boundary of scheduled runs (the API's example window is IST days)
 SCHEDULE = "0 0 * * *"  # once a day, covering the previous day
 DEFAULT_CATEGORIES = {
@@ -45,202 +47,216 @@ DEFAULT_CATEGORIES = {
     "audit_types": ["StageChange", "OwnerChange"],
     "delete_notes": False,
 }
-LEADSQUARED_CONN_ID = "leadsquared_default"
+LEADSQUARED_CONN_ID = "leadsquared_default"  # the shipped account's (accounts file: leadsquared_conn_id)
 WAREHOUSE_CONN_ID = "warehouse_default"  # read only: the candidate query (and the optional audit export)
-STATE_CONN_ID = "leadsquared_state"  # sqlite (one machine) or postgres: runs, claims, outcomes
-POOL = "leadsquared_api"  # created from include/pools.json; its size caps the batches in flight
+STATE_CONN_ID = "leadsquared_state"  # sqlite (one machine) or postgres: runs, claims, outcomes (all accounts)
+POOL = "leadsquared_api"  # the shipped account's (accounts file: pool, pool_slots); caps its batches in flight
 # ----------------------------------------------------------------------------------------------------------
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "include" / "sql"
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+SQL_DIR = PROJECT_DIR / "include" / "sql"
 
 
-@dag(
-    dag_id="leadsquared_reset",
-    schedule=CronDataIntervalTimetable(SCHEDULE, timezone=LOCAL_TIMEZONE),
-    start_date=pendulum.datetime(2026, 1, 1, tz=LOCAL_TIMEZONE),
-    catchup=False,
-    max_active_runs=3,
-    template_searchpath=[str(SQL_DIR)],
-    doc_md=__doc__,
-    tags=["leadsquared", "reset"],
-    default_args={"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(seconds=30)},
-    params={
-        "activity_event_codes": Param(
-            DEFAULT_CATEGORIES["activity_event_codes"],
-            type="array",
-            items={"type": "integer"},
-            title="Activity event codes",
-            description="Custom activities with these event codes are deleted.",
-        ),
-        "task_type_ids": Param(
-            DEFAULT_CATEGORIES["task_type_ids"],
-            type="array",
-            items={"type": "string"},
-            title="Task type ids",
-            description="Tasks of these task types (GUIDs) are deleted.",
-        ),
-        "audit_types": Param(
-            DEFAULT_CATEGORIES["audit_types"],
-            type="array",
-            items={"type": "string", "enum": ["StageChange", "OwnerChange"]},
-            title="Audit activities",
-            description="Audit records of these types are deleted.",
-        ),
-        "delete_notes": Param(DEFAULT_CATEGORIES["delete_notes"], type="boolean", title="Delete notes"),
-        "from_date": Param(
-            None,
-            type=["null", "string"],
-            title="Window start (manual runs)",
-            description="ISO-8601 with an offset, e.g. 2026-05-01T00:00:00+05:30.",
-        ),
-        "to_date": Param(None, type=["null", "string"], title="Window end, inclusive (manual runs)"),
-        "allow_all_time": Param(
-            False,
-            type="boolean",
-            title="Allow an all-time reset",
-            description="Needed for a manual run without a window.",
-        ),
-        "dry_run": Param(False, type="boolean", title="Dry run", description="Plan and report; send nothing."),
-        "lead_ids": Param(
-            None, type=["null", "array"], items={"type": ["string", "null"]}, title="Lead ids instead of the query"
-        ),
-        "max_leads_per_run": Param(10_000, type="integer", minimum=1, title="Blast-radius guard"),
-        "max_growth_factor": Param(
-            10, type="number", minimum=1, title="Refuse a run with more than this x the previous run's candidates"
-        ),
-        "growth_guard_floor": Param(
-            100, type="integer", minimum=0, title="Runs with at most this many candidates skip the growth guard"
-        ),
-        "batch_size": Param(200, type="integer", minimum=1, title="Leads per batch"),
-        "max_in_flight": Param(
-            4,
-            type="integer",
-            minimum=1,
-            maximum=32,
-            title="Requests in flight per batch",
-            description="More hides latency; a killed task may repeat at most this many requests.",
-        ),
-        "retry_earlier_failures": Param(
-            True,
-            type="boolean",
-            title="Retry leads that failed in earlier runs",
-            description="Leads that failed transiently before are sent again for their original window.",
-        ),
-        "failure_threshold": Param(0, type="integer", minimum=0, title="Failed leads tolerated before the run fails"),
-        "max_rejected_share": Param(
-            0.1,
-            type="number",
-            minimum=0,
-            maximum=1,
-            title="Rejected share tolerated",
-            description="The run fails when more than this share of the candidates is rejected (deleted, "
-            "merged or malformed ids): a few a night are normal, more means the query reads the wrong ids.",
-        ),
-        "audit_export_table": Param(
-            None,
-            type=["null", "string"],
-            title="Export the audit to this warehouse table",
-            description="Off when empty. Each run's outcomes go there in one bulk write (see docs/audit-export.md).",
-        ),
-    },
-)
-def leadsquared_reset():
-    @task
-    def plan() -> list[int]:
-        """Window, keys, candidates, guards; stages the batches in the state store and returns their numbers."""
-        from airflow.sdk import conf
-        from airflow.sdk.exceptions import AirflowFailException
+def leadsquared_reset(account: Account) -> DAG:
+    """The reset DAG of one account of the accounts file (its connection, pool, warehouse and defaults)."""
+    leadsquared_conn_id = account.leadsquared_conn_id
+    warehouse_conn_id = account.warehouse_conn_id or WAREHOUSE_CONN_ID
+    candidate_query = account.candidate_query
+    timezone = account.timezone or LOCAL_TIMEZONE
+    categories = account.categories.as_params() if account.categories else DEFAULT_CATEGORIES
 
-        from leadsquared_provider.exceptions import PlanError
-        from leadsquared_provider.planner import RunIdentity, plan_run
-        from leadsquared_provider.run_params import RunParams
-
-        context = get_current_context()
-        dag_run = context["dag_run"]
-        template = context["dag"].get_template_env().get_template("candidates.sql")
-        try:
-            return plan_run(
-                RunIdentity(
-                    dag_id=dag_run.dag_id,
-                    run_id=dag_run.run_id,
-                    run_type=str(getattr(dag_run.run_type, "value", dag_run.run_type)),
-                    interval_start=context.get("data_interval_start"),
-                    interval_end=context.get("data_interval_end"),
-                ),
-                RunParams.from_params(context["params"]),
-                render_query=lambda start, end: template.render(**context, window_start=start, window_end=end),
-                warehouse_conn_id=WAREHOUSE_CONN_ID,
-                leadsquared_conn_id=LEADSQUARED_CONN_ID,
-                state_conn_id=STATE_CONN_ID,
-                executor=conf.get("core", "executor"),
-            )
-        except PlanError as refused:  # bad params, guards, keys, a broken query: retrying would not help
-            raise AirflowFailException(str(refused)) from refused
-
-    @task(map_index_template="{{ batch_label }}")
-    def check(batch: int) -> None:
-        """Fail when this batch holds leads that were not reset."""
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from leadsquared_provider.planning import batch_label
-        from leadsquared_provider.state_store import StateStore, run_key
-        from leadsquared_provider.summary import batch_failures
-
-        context = get_current_context()
-        key = run_key(context["dag_run"].dag_id, context["dag_run"].run_id)
-        with StateStore(STATE_CONN_ID) as store:
-            label = batch_label(store.load_run(key).batch(int(batch)))
-            counts = store.outcome_counts(key, batch=int(batch))
-        context["batch_label"] = label
-        print(f"{label}: {counts}")  # the task log; no XCom, which would grow with the batch count
-        if batch_failures(counts):  # final: the store will say the same on a retry
-            raise AirflowFailException(f"{label} holds {batch_failures(counts)} lead(s) not reset: {counts}")
-
-    @task_group(group_id="reset_batch")
-    def reset_batch(batch: int) -> None:
-        reset = LeadSquaredResetOperator(
-            task_id="reset",
-            batch=batch,
-            leadsquared_conn_id=LEADSQUARED_CONN_ID,
-            state_conn_id=STATE_CONN_ID,
-            max_in_flight="{{ params.max_in_flight }}",
-            pool=POOL,
-            map_index_template="{{ batch_label }}",
-        )
-        reset >> check(batch)
-
-    # Fires when the run fails (credentials, failures over the threshold, a guard): add Slack/e-mail here.
-    @task(
-        trigger_rule="all_done",
-        multiple_outputs=False,  # one XCom, the summary (a dict return would be split into one XCom per key)
-        on_failure_callback=[RunReportNotifier(state_conn_id=STATE_CONN_ID)],
+    @dag(
+        dag_id=account.dag_id,
+        schedule=CronDataIntervalTimetable(account.schedule or SCHEDULE, timezone=timezone),
+        start_date=pendulum.datetime(2026, 1, 1, tz=timezone),
+        catchup=False,
+        max_active_runs=3,
+        template_searchpath=[str(SQL_DIR)],
+        doc_md=__doc__,
+        tags=["leadsquared", "reset"],
+        default_args={"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(seconds=30)},
+        params={
+            "activity_event_codes": Param(
+                list(categories["activity_event_codes"]),
+                type="array",
+                items={"type": "integer"},
+                title="Activity event codes",
+                description="Custom activities with these event codes are deleted.",
+            ),
+            "task_type_ids": Param(
+                list(categories["task_type_ids"]),
+                type="array",
+                items={"type": "string"},
+                title="Task type ids",
+                description="Tasks of these task types (GUIDs) are deleted.",
+            ),
+            "audit_types": Param(
+                list(categories["audit_types"]),
+                type="array",
+                items={"type": "string", "enum": ["StageChange", "OwnerChange"]},
+                title="Audit activities",
+                description="Audit records of these types are deleted.",
+            ),
+            "delete_notes": Param(categories["delete_notes"], type="boolean", title="Delete notes"),
+            "from_date": Param(
+                None,
+                type=["null", "string"],
+                title="Window start (manual runs)",
+                description="ISO-8601 with an offset, e.g. 2026-05-01T00:00:00+05:30.",
+            ),
+            "to_date": Param(None, type=["null", "string"], title="Window end, inclusive (manual runs)"),
+            "allow_all_time": Param(
+                False,
+                type="boolean",
+                title="Allow an all-time reset",
+                description="Needed for a manual run without a window.",
+            ),
+            "dry_run": Param(False, type="boolean", title="Dry run", description="Plan and report; send nothing."),
+            "lead_ids": Param(
+                None, type=["null", "array"], items={"type": ["string", "null"]}, title="Lead ids instead of the query"
+            ),
+            "max_leads_per_run": Param(10_000, type="integer", minimum=1, title="Blast-radius guard"),
+            "max_growth_factor": Param(
+                10, type="number", minimum=1, title="Refuse a run with more than this x the previous run's candidates"
+            ),
+            "growth_guard_floor": Param(
+                100, type="integer", minimum=0, title="Runs with at most this many candidates skip the growth guard"
+            ),
+            "batch_size": Param(200, type="integer", minimum=1, title="Leads per batch"),
+            "max_in_flight": Param(
+                4,
+                type="integer",
+                minimum=1,
+                maximum=32,
+                title="Requests in flight per batch",
+                description="More hides latency; a killed task may repeat at most this many requests.",
+            ),
+            "retry_earlier_failures": Param(
+                True,
+                type="boolean",
+                title="Retry leads that failed in earlier runs",
+                description="Leads that failed transiently before are sent again for their original window.",
+            ),
+            "failure_threshold": Param(
+                0, type="integer", minimum=0, title="Failed leads tolerated before the run fails"
+            ),
+            "max_rejected_share": Param(
+                0.1,
+                type="number",
+                minimum=0,
+                maximum=1,
+                title="Rejected share tolerated",
+                description="The run fails when more than this share of the candidates is rejected (deleted, "
+                "merged or malformed ids): a few a night are normal, more means the query reads the wrong ids.",
+            ),
+            "audit_export_table": Param(
+                None,
+                type=["null", "string"],
+                title="Export the audit to this warehouse table",
+                description="Off when empty. Each run's outcomes go there in one bulk write "
+                "(see docs/audit-export.md).",
+            ),
+        },
     )
-    def report() -> dict:
-        """Read the run's outcomes back from the state store; fail on keys, failures or rejections."""
-        from airflow.sdk.exceptions import AirflowFailException
+    def account_dag():
+        @task
+        def plan() -> list[int]:
+            """Window, keys, candidates, guards; stages the batches in the state store and returns their numbers."""
+            from airflow.sdk import conf
+            from airflow.sdk.exceptions import AirflowFailException
 
-        from leadsquared_provider.exceptions import LeadSquaredError
-        from leadsquared_provider.run_params import RunParams
-        from leadsquared_provider.state_store import StateStore, run_key
-        from leadsquared_provider.summary import report_run
+            from leadsquared_provider.exceptions import PlanError
+            from leadsquared_provider.planner import RunIdentity, plan_run
+            from leadsquared_provider.run_params import RunParams
 
-        context = get_current_context()
-        key = run_key(context["dag_run"].dag_id, context["dag_run"].run_id)
-        try:
-            params = RunParams.from_params(context["params"])
-            with StateStore(STATE_CONN_ID) as store:
-                return report_run(
-                    store,
-                    key,
-                    params,
-                    push=lambda summary: context["ti"].xcom_push(key="return_value", value=summary),
-                    effective_rate=lambda: _effective_rate(LEADSQUARED_CONN_ID),
-                    export=_audit_export(store, key, params.audit_export_table),
+            context = get_current_context()
+            dag_run = context["dag_run"]
+            template = context["dag"].get_template_env().get_template(candidate_query)
+            try:
+                return plan_run(
+                    RunIdentity(
+                        dag_id=dag_run.dag_id,
+                        run_id=dag_run.run_id,
+                        run_type=str(getattr(dag_run.run_type, "value", dag_run.run_type)),
+                        interval_start=context.get("data_interval_start"),
+                        interval_end=context.get("data_interval_end"),
+                    ),
+                    RunParams.from_params(context["params"]),
+                    render_query=lambda start, end: template.render(**context, window_start=start, window_end=end),
+                    warehouse_conn_id=warehouse_conn_id,
+                    leadsquared_conn_id=leadsquared_conn_id,
+                    state_conn_id=STATE_CONN_ID,
+                    executor=conf.get("core", "executor"),
                 )
-        except LeadSquaredError as verdict:  # final: a retry reads the same
-            raise AirflowFailException(str(verdict)) from verdict
+            except PlanError as refused:  # bad params, guards, keys, a broken query: retrying would not help
+                raise AirflowFailException(str(refused)) from refused
 
-    reset_batch.expand(batch=plan()) >> report()
+        @task(map_index_template="{{ batch_label }}")
+        def check(batch: int) -> None:
+            """Fail when this batch holds leads that were not reset."""
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from leadsquared_provider.planning import batch_label
+            from leadsquared_provider.state_store import StateStore, run_key
+            from leadsquared_provider.summary import batch_failures
+
+            context = get_current_context()
+            key = run_key(context["dag_run"].dag_id, context["dag_run"].run_id)
+            with StateStore(STATE_CONN_ID) as store:
+                label = batch_label(store.load_run(key).batch(int(batch)))
+                counts = store.outcome_counts(key, batch=int(batch))
+            context["batch_label"] = label
+            print(f"{label}: {counts}")  # the task log; no XCom, which would grow with the batch count
+            if batch_failures(counts):  # final: the store will say the same on a retry
+                raise AirflowFailException(f"{label} holds {batch_failures(counts)} lead(s) not reset: {counts}")
+
+        @task_group(group_id="reset_batch")
+        def reset_batch(batch: int) -> None:
+            reset = LeadSquaredResetOperator(
+                task_id="reset",
+                batch=batch,
+                leadsquared_conn_id=leadsquared_conn_id,
+                state_conn_id=STATE_CONN_ID,
+                max_in_flight="{{ params.max_in_flight }}",
+                pool=account.pool,
+                map_index_template="{{ batch_label }}",
+            )
+            reset >> check(batch)
+
+        # Fires when the run fails (credentials, failures over the threshold, a guard): add Slack/e-mail here.
+        @task(
+            trigger_rule="all_done",
+            multiple_outputs=False,  # one XCom, the summary (a dict return would be split into one XCom per key)
+            on_failure_callback=[RunReportNotifier(state_conn_id=STATE_CONN_ID)],
+        )
+        def report() -> dict:
+            """Read the run's outcomes back from the state store; fail on keys, failures or rejections."""
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from leadsquared_provider.exceptions import LeadSquaredError
+            from leadsquared_provider.run_params import RunParams
+            from leadsquared_provider.state_store import StateStore, run_key
+            from leadsquared_provider.summary import report_run
+
+            context = get_current_context()
+            key = run_key(context["dag_run"].dag_id, context["dag_run"].run_id)
+            try:
+                params = RunParams.from_params(context["params"])
+                with StateStore(STATE_CONN_ID) as store:
+                    return report_run(
+                        store,
+                        key,
+                        params,
+                        push=lambda summary: context["ti"].xcom_push(key="return_value", value=summary),
+                        effective_rate=lambda: _effective_rate(leadsquared_conn_id),
+                        export=_audit_export(store, key, params.audit_export_table, warehouse_conn_id),
+                    )
+            except LeadSquaredError as verdict:  # final: a retry reads the same
+                raise AirflowFailException(str(verdict)) from verdict
+
+        reset_batch.expand(batch=plan()) >> report()
+
+    return account_dag()
 
 
 def _effective_rate(conn_id: str) -> float | None:
@@ -249,7 +265,7 @@ def _effective_rate(conn_id: str) -> float | None:
     return round(LeadSquaredHook(leadsquared_conn_id=conn_id).budget.effective_limit(), 2)
 
 
-def _audit_export(store, key: str, table: str | None):
+def _audit_export(store, key: str, table: str | None, warehouse_conn_id: str):
     """The optional bulk export of the run's audit rows to the warehouse (off unless the param names a table)."""
     if not table:
         return None
@@ -259,9 +275,10 @@ def _audit_export(store, key: str, table: str | None):
 
         from leadsquared_provider.warehouse import export_audit
 
-        return export_audit(BaseHook.get_hook(WAREHOUSE_CONN_ID), table, key, store.iter_audit(key))
+        return export_audit(BaseHook.get_hook(warehouse_conn_id), table, key, store.iter_audit(key))
 
     return export
 
 
-leadsquared_reset()
+for _account in load_accounts(accounts_file(PROJECT_DIR), sql_dir=SQL_DIR):
+    leadsquared_reset(_account)

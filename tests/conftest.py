@@ -106,3 +106,27 @@ def redis_server() -> Iterator[RedisServer]:
         pytest.fail(str(missing), pytrace=False)
     yield server
     server.stop()
+
+
+# --- Throwaway MariaDB server (tests/mariadb_server.py); needs Debian's `mariadb-server`, no skipping ---
+from tests.mariadb_server import MariaDBServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[MariaDBServer]:
+    """A started throwaway MariaDB server on 127.0.0.1 and a free port (user ``root``, no password), one per
+    session."""
+    try:
+        server = MariaDBServer().start()
+    except RuntimeError as missing:
+        pytest.fail(str(missing), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mariadb_db(mariadb_server: MariaDBServer) -> Iterator[str]:
+    """A fresh, uniquely named database on ``mariadb_server``; yields its name, drops it afterwards."""
+    name = mariadb_server.create_database(unique_db_name("wh"))
+    yield name
+    mariadb_server.drop_database(name)

@@ -52,6 +52,7 @@ def build_summary(store: StateStore, key: str) -> dict[str, Any]:
         "possibly_repeated": store.repeated_count(key),
         "possibly_repeated_leads": [row["lead_id"] for row in store.leads_with(key, repeated=True, limit=SHOWN)],
         "held_elsewhere": store.leads_with(key, [Outcome.IN_PROGRESS_ELSEWHERE], limit=SHOWN),
+        "already_done_leads": store.leads_with(key, [Outcome.ALREADY_DONE], limit=SHOWN),
         "rate_limited_answers": store.rate_limited_answers(key),
         "first_failed": store.leads_with(key, [*FAILURE_OUTCOMES, Outcome.REJECTED], limit=SHOWN),
     }
