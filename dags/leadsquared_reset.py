@@ -273,9 +273,11 @@ def _audit_export(store, key: str, table: str | None, warehouse_conn_id: str):
     def export() -> int:
         from airflow.sdk import BaseHook
 
-        from leadsquared_provider.warehouse import export_audit
+        from leadsquared_provider.warehouse import EXPORT_COLUMNS, export_audit
 
-        return export_audit(BaseHook.get_hook(warehouse_conn_id), table, key, store.iter_audit(key))
+        run_id = key.split("/", 1)[1]
+        rows = ({"run_id": run_id, **{c: r[c] for c in EXPORT_COLUMNS if c in r}} for r in store.iter_audit(key))
+        return export_audit(BaseHook.get_hook(warehouse_conn_id), table, key, rows)
 
     return export
 

@@ -139,10 +139,15 @@ def airflow_cli(env: Mapping[str, str], *args: str, check: bool = True, timeout:
 
 
 def prepare(env: Mapping[str, str], connections: Mapping[str, Mapping[str, Any]]) -> None:
-    """Migrate the metadata DB, import the pools file and the connections (from a file, overwriting)."""
+    """Migrate the metadata DB, import every account's pool and the connections (from a file, overwriting)."""
+    from leadsquared_provider.accounts import accounts_file, load_accounts, write_pools_file
+
     home = Path(env["AIRFLOW_HOME"])
     airflow_cli(env, "db", "migrate")
-    airflow_cli(env, "pools", "import", str(PROJECT / "include" / "pools.json"))
+    # The pools of the accounts file the DAG file reads (include/leadsquared_accounts.yaml, or
+    # $LEADSQUARED_ACCOUNTS_FILE): a task in a pool that does not exist is never scheduled.
+    pools = write_pools_file(load_accounts(accounts_file(PROJECT, env)), home / "pools.json")
+    airflow_cli(env, "pools", "import", str(pools))
     if not connections:
         return
     conn_file = home / "connections.json"

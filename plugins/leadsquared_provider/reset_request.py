@@ -18,7 +18,8 @@ from typing import Any
 
 from leadsquared_provider.exceptions import InvalidResetRequest
 
-LSQ_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+LSQ_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"  # what LeadSquared reads; written by lsq_date_text (zero-padded)
+MIN_YEAR, MAX_YEAR = 1970, 2100  # a window bound outside these years is a mistake, never a wish
 AUDIT_TYPES = frozenset({"StageChange", "OwnerChange"})
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -38,8 +39,20 @@ def normalize_lead_id(raw: object) -> str:
     return lead_id
 
 
+def lsq_date_text(moment: datetime) -> str:
+    """``moment`` as LeadSquared's ``YYYY-MM-DD HH:MM:SS``, always zero-padded (``strftime`` drops padding
+    of years below 1000 on some platforms)."""
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d} "
+        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
+    )
+
+
 def parse_window_bound(name: str, value: object) -> datetime | None:
-    """Parse a window bound given as an aware datetime or an ISO-8601 string with a UTC offset."""
+    """Parse a window bound given as an aware datetime or an ISO-8601 string with a UTC offset.
+
+    The bound is returned in UTC; its year must lie in ``MIN_YEAR``..``MAX_YEAR``.
+    """
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
@@ -47,17 +60,36 @@ def parse_window_bound(name: str, value: object) -> datetime | None:
     elif isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
+        except (ValueError, OverflowError):
             raise InvalidResetRequest(
-                f"{name} {value!r} is not an ISO-8601 date-time (e.g. 2024-05-01T00:00:00+05:30)"
+                f"{name} {_shown(value)} is not an ISO-8601 date-time (e.g. 2024-05-01T00:00:00+05:30)"
             ) from None
     else:
-        raise InvalidResetRequest(f"{name} {value!r} is a {type(value).__name__}, not a date-time")
-    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise InvalidResetRequest(f"{name} {_shown(value)} is a {type(value).__name__}, not a date-time")
+    try:
+        offset = moment.utcoffset()
+    except (ValueError, OverflowError, TypeError):
+        raise InvalidResetRequest(f"{name} {_shown(value)} has an unusable timezone") from None
+    if moment.tzinfo is None or offset is None:
         raise InvalidResetRequest(
-            f"{name} {value!s} has no timezone: give an offset (e.g. +00:00) so the window is unambiguous"
+            f"{name} {_shown(value)} has no timezone: give an offset (e.g. +00:00) so the window is unambiguous"
         )
-    return moment.astimezone(UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise InvalidResetRequest(
+            f"{name} {_shown(value)} is out of range: years {MIN_YEAR}..{MAX_YEAR} only"
+        ) from None
+    if not MIN_YEAR <= moment.year <= MAX_YEAR:
+        raise InvalidResetRequest(
+            f"{name} {_shown(value)} is in year {moment.year} (UTC): years {MIN_YEAR}..{MAX_YEAR} only"
+        )
+    return moment
+
+
+def _shown(value: object) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _int_codes(values: Iterable[object]) -> tuple[int, ...]:
@@ -91,6 +123,15 @@ def _audit_types(values: Iterable[object]) -> tuple[str, ...]:
     return tuple(sorted(set(values)))  # type: ignore[arg-type]
 
 
+def _flag(name: str, value: object) -> bool:
+    """A yes/no parameter: a bool, or the text "true"/"false" (``bool("false")`` would be true)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise InvalidResetRequest(f"{name} must be true or false, got {value!r}")
+
+
 def _as_list(name: str, value: object) -> list[object]:
     if value is None:
         return []
@@ -117,6 +158,8 @@ class ResetScope:
         object.__setattr__(self, "audit_types", _audit_types(self.audit_types))
         if not isinstance(self.delete_notes, bool):
             raise InvalidResetRequest(f"delete_notes must be true or false, got {self.delete_notes!r}")
+        if not isinstance(self.allow_all_time, bool):
+            raise InvalidResetRequest(f"allow_all_time must be true or false, got {self.allow_all_time!r}")
         object.__setattr__(self, "from_date", parse_window_bound("from_date", self.from_date))
         object.__setattr__(self, "to_date", parse_window_bound("to_date", self.to_date))
         if not (self.activity_event_codes or self.task_type_ids or self.audit_types or self.delete_notes):
@@ -132,7 +175,7 @@ class ResetScope:
             )
         if self.from_date and self.to_date and self.from_date > self.to_date:
             raise InvalidResetRequest(
-                f"from_date {self.from_date:%Y-%m-%d %H:%M:%S} is after to_date {self.to_date:%Y-%m-%d %H:%M:%S}"
+                f"from_date {lsq_date_text(self.from_date)} is after to_date {lsq_date_text(self.to_date)}"
             )
 
     @classmethod
@@ -157,7 +200,7 @@ class ResetScope:
             delete_notes=data.get("delete_notes", False),
             from_date=data.get("from_date"),
             to_date=data.get("to_date"),
-            allow_all_time=bool(data.get("allow_all_time", False)),
+            allow_all_time=_flag("allow_all_time", data.get("allow_all_time", False)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,11 +217,11 @@ class ResetScope:
 
     @property
     def from_text(self) -> str | None:
-        return self.from_date.strftime(LSQ_DATE_FORMAT) if self.from_date else None
+        return lsq_date_text(self.from_date) if self.from_date else None
 
     @property
     def to_text(self) -> str | None:
-        return self.to_date.strftime(LSQ_DATE_FORMAT) if self.to_date else None
+        return lsq_date_text(self.to_date) if self.to_date else None
 
     @property
     def categories_text(self) -> str:

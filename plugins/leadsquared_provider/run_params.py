@@ -15,6 +15,17 @@ from leadsquared_provider.exceptions import PlanError
 DEFAULT_MAX_REJECTED_SHARE = 0.1
 
 
+def _flag(params: Mapping[str, Any], name: str, default: bool) -> bool:
+    raw = params.get(name, default)
+    if raw is None:
+        return default
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+        return raw.strip().lower() == "true"
+    raise PlanError(f"param {name} must be true or false, got {raw!r}; nothing was sent")
+
+
 def _number(params: Mapping[str, Any], name: str, default: float, *, whole: bool, low: float) -> Any:
     raw = params.get(name, default)
     if raw is None:
@@ -74,14 +85,14 @@ class RunParams:
             },
             from_date=params.get("from_date") or None,
             to_date=params.get("to_date") or None,
-            allow_all_time=bool(params.get("allow_all_time", False)),
-            dry_run=bool(params.get("dry_run", False)),
+            allow_all_time=_flag(params, "allow_all_time", False),
+            dry_run=_flag(params, "dry_run", False),
             lead_ids=list(lead_ids) if lead_ids else None,
             max_leads_per_run=_number(params, "max_leads_per_run", 10_000, whole=True, low=1),
             max_growth_factor=_number(params, "max_growth_factor", 10, whole=False, low=1),
             growth_guard_floor=_number(params, "growth_guard_floor", 100, whole=True, low=0),
             batch_size=_number(params, "batch_size", 200, whole=True, low=1),
-            retry_earlier_failures=bool(params.get("retry_earlier_failures", True)),
+            retry_earlier_failures=_flag(params, "retry_earlier_failures", True),
             failure_threshold=_number(params, "failure_threshold", 0, whole=True, low=0),
             max_rejected_share=rejected_share,
             audit_export_table=str(export).strip() if export else None,

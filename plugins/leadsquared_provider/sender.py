@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from leadsquared_provider.exceptions import LeadSquaredAuthError, RateBudgetError
+from leadsquared_provider.exceptions import InvalidConnection, LeadSquaredAuthError, RateBudgetError
 from leadsquared_provider.outcomes import Outcome, ResetResult
 from leadsquared_provider.state_store import BatchScope, ClaimOwner, ClaimStatus, StateStore
 
@@ -150,7 +150,7 @@ class BatchSender:
         started = time.time()
         try:
             return self.hook.reset_lead(ResetRequest(item[0], self.typed_scopes[item[1]]))
-        except (LeadSquaredAuthError, RateBudgetError):
+        except (LeadSquaredAuthError, RateBudgetError, InvalidConnection):
             raise  # the run's trouble, not the lead's: the sender stops
         except Exception as exc:  # one lead's trouble stays one lead's
             return ResetResult.crashed(item[0], exc, started_at=started)
@@ -216,7 +216,8 @@ class BatchSender:
                             result = ResetResult.not_sent(
                                 item[0], Outcome.SKIPPED, f"not sent: {exc}", exception_type=exc.exception_type
                             )
-                        except RateBudgetError as exc:
+                        except (RateBudgetError, InvalidConnection) as exc:
+                            # Every lead would meet it: stop; unsent leads are carried over by the next run.
                             result = ResetResult.crashed(item[0], exc)
                             report.stopped_by = report.stopped_by or exc
                         self._finish(item, result, taken_over, counts)

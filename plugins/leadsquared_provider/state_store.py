@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, delete, exists, func, literal, or_, select, update
 
 from leadsquared_provider import state_schema as t
-from leadsquared_provider.outcomes import SETTLED_OUTCOMES, UNRESOLVED_OUTCOMES, Outcome, ResetResult
-from leadsquared_provider.redaction import redact_text
+from leadsquared_provider.outcomes import SETTLED_OUTCOMES, UNRESOLVED_OUTCOMES, Outcome, ResetResult, redacted
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -506,10 +505,10 @@ class StateStore:
             "categories": _categories(scope),
             "outcome": str(result.outcome),
             "status_code": result.status_code,
-            "exception_type": redact_text(result.exception_type, t.EXCEPTION_TYPE_SIZE)
+            "exception_type": redacted(result.exception_type, t.EXCEPTION_TYPE_SIZE)
             if result.exception_type is not None
             else None,
-            "message": redact_text(result.message, t.MESSAGE_SIZE),
+            "message": redacted(result.message, t.MESSAGE_SIZE),
             "attempts": result.attempts,
             "sends": sends,
             "possibly_repeated": bool(repeated),

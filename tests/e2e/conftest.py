@@ -114,6 +114,9 @@ def sqlite_e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     yield from start_on_sqlite(tmp, warehouse, scenario)
 
 
+READER = "warehouse_reader"  # SELECT on the candidate table, nothing else
+
+
 @pytest.fixture(scope="module")
 def postgres_e2e(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any) -> Iterator[E2E]:
     import psycopg2
@@ -133,5 +136,11 @@ def postgres_e2e(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any)
     conn = psycopg2.connect(dsn)
     with conn, conn.cursor() as cur:
         scenario.write_warehouse_rows(lambda sql, rows: cur.executemany(sql, rows) if rows else cur.execute(sql))
+        # The DAG reads the warehouse as a user that may only SELECT the candidate table.
+        cur.execute(f"DROP ROLE IF EXISTS {READER}")
+        cur.execute(f"CREATE ROLE {READER} LOGIN")
+        cur.execute(f"REVOKE ALL ON SCHEMA public FROM PUBLIC; GRANT USAGE ON SCHEMA public TO {READER}")
+        cur.execute(f"GRANT SELECT ON lsq_reset_requests TO {READER}")
     conn.close()
-    yield from _start(tmp, "postgres", postgres_server.airflow_conn_json(dbname), query, scenario)
+    reader = {**json.loads(postgres_server.airflow_conn_json(dbname)), "login": READER}
+    yield from _start(tmp, "postgres", json.dumps(reader), query, scenario)

@@ -12,7 +12,7 @@ from tests.e2e.scenario import DAYS, iso_window
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(900)]
 
 
-def test_postgres_warehouse_run_matches_the_emulator(postgres_e2e):
+def test_select_only_postgres_warehouse_run_matches_the_emulator(postgres_e2e):
     e2e = postgres_e2e
     for day in DAYS[1:]:
         e2e.emulator.clear_calls()

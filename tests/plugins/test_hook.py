@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
-from leadsquared_provider.exceptions import InvalidConnection, InvalidResetRequest, LeadSquaredAuthError
+from leadsquared_provider.exceptions import (
+    InvalidConnection,
+    InvalidResetRequest,
+    LeadSquaredAuthError,
+    RateBudgetError,
+    UnbudgetedCallError,
+)
 from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
 from leadsquared_provider.outcomes import Outcome
 from leadsquared_provider.reset_request import ResetRequest, ResetScope
 from lsq_emulator import EmulatorConfig, run_emulator
 from tests.conftest import ADMIN_ACCESS, ADMIN_SECRET, VIEWER_ACCESS, VIEWER_SECRET, lsq_lead, new_lead_id
+from tests.plugins import test_answers
+from tests.plugins.test_answers import QUEUED, Reply
+
+scripted = test_answers.scripted  # the fixture serving scripted answers on 127.0.0.1
 
 WINDOW = {
     "from_date": datetime(2026, 5, 1, 18, 30, tzinfo=UTC),
@@ -164,6 +176,8 @@ def test_transient_answers_retry_up_to_the_budget_then_fail(served, lsq_connecti
 
     assert result.outcome is Outcome.FAILED
     assert result.attempts == 3
+    assert result.uncertain_attempts == 2  # each unclear answer was followed by another attempt
+    assert ADMIN_SECRET not in repr(result) and ADMIN_ACCESS not in repr(result)  # no header value in any message
     assert result.message.startswith("gave up after 3 attempt(s)")
     if exception_type:
         assert result.exception_type in (exception_type, "ConnectionError")
@@ -197,6 +211,8 @@ def test_rate_limit_answers_are_waited_out_not_failures(lsq_connection, style):
     assert [r.outcome for r in results] == [Outcome.QUEUED] * 8
     assert stats["rate_limited"][style] >= 1
     assert sum(r.attempts for r in results) == 8 + stats["rate_limited"][style]
+    assert sum(r.rate_limited_answers for r in results) == stats["rate_limited"][style]
+    assert sum(r.uncertain_attempts for r in results) == 0
     assert sorted(stats["accepted_by_lead"].values()) == [1] * 8
 
 
@@ -261,3 +277,266 @@ def test_test_connection(served, lsq_connection, login, password, ok, text):
     assert result is ok
     assert text in message
     assert [c["path"] for c in served.calls()] == ["/v2/Authentication.svc/UserByAccessKey.Get"]
+
+
+# -- keys --------------------------------------------------------------------------------------------------
+
+
+def test_keys_with_surrounding_whitespace_are_stripped_and_never_shown(served, lsq_connection, lead_id, caplog):
+    caplog.set_level(logging.DEBUG)
+    conn_id = lsq_connection(served.base_url, login=f" {ADMIN_ACCESS}\n", password=f"{ADMIN_SECRET}\n")
+    hook = LeadSquaredHook(leadsquared_conn_id=conn_id)
+
+    result = hook.reset_lead(ResetRequest(lead_id, SCOPE))
+    ok, message = LeadSquaredHook(leadsquared_conn_id=conn_id).test_connection()
+    bad = LeadSquaredHook(leadsquared_conn_id=lsq_connection(served.base_url, conn_id="bad", password="s3cr3t-xyz\n"))
+    bad_result = bad.reset_lead(ResetRequest(lead_id, SCOPE))
+    bad_ok, bad_message = bad.test_connection()
+
+    assert (result.outcome, ok, bad_result.outcome, bad_ok) == (Outcome.QUEUED, True, Outcome.AUTH_FAILED, False)
+    assert reset_calls(served)[0]["account"] == "demo"
+    texts = [caplog.text, repr(result), message, repr(bad_result), bad_message]
+    for secret in (ADMIN_SECRET, "s3cr3t-xyz"):
+        assert all(secret not in text for text in texts)
+
+
+@pytest.mark.parametrize(
+    ("field_name", "login", "password"),
+    [
+        pytest.param("login", "u$demo access", ADMIN_SECRET, id="space-in-access-key"),
+        pytest.param("password", ADMIN_ACCESS, "demo\tsecret", id="tab-in-secret"),
+        pytest.param("password", ADMIN_ACCESS, "demo\nsecret", id="newline-in-secret"),
+        pytest.param("password", ADMIN_ACCESS, "demo\x00secret", id="nul-in-secret"),
+        pytest.param("password", ADMIN_ACCESS, "demo\u00a0secret", id="non-ascii-in-secret"),
+        pytest.param("password", ADMIN_ACCESS, " \n", id="blank-secret"),
+    ],
+)
+def test_malformed_key_is_refused_naming_the_field_not_the_value(served, lsq_connection, field_name, login, password):
+    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(served.base_url, login=login, password=password))
+
+    with pytest.raises(InvalidConnection, match=field_name) as raised:
+        hook.reset_lead(ResetRequest(new_lead_id(), SCOPE))
+    ok, message = LeadSquaredHook(
+        leadsquared_conn_id=lsq_connection(served.base_url, login=login, password=password)
+    ).test_connection()
+
+    value = login if field_name == "login" else password
+    for text in (str(raised.value), message):
+        assert "demo" not in text and "u$" not in text  # no part of the value, however cut
+        assert value.strip() == "" or value.strip() not in text
+    assert ok is False
+    assert served.calls() == []
+
+
+# -- https only ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "extra", "base_url"),
+    [
+        pytest.param("api-in21.leadsquared.com", {}, "https://api-in21.leadsquared.com", id="bare-host-is-https"),
+        pytest.param("https://api-us11.leadsquared.com/", {}, "https://api-us11.leadsquared.com", id="https-url"),
+        pytest.param("http://127.0.0.1:8080", {}, "http://127.0.0.1:8080", id="loopback-ipv4"),
+        pytest.param("http://localhost:8080", {}, "http://localhost:8080", id="localhost"),
+        pytest.param("http://[::1]:8080", {}, "http://[::1]:8080", id="loopback-ipv6"),
+        pytest.param("http://lsq.test:8080", {"allow_insecure_http": True}, "http://lsq.test:8080", id="opt-in-bool"),
+        pytest.param("http://lsq.test", {"allow_insecure_http": "true"}, "http://lsq.test", id="opt-in-text"),
+        pytest.param("http://lsq.test", {"allow_insecure_http": 1}, "http://lsq.test", id="opt-in-one"),
+    ],
+)
+def test_https_or_loopback_or_explicit_opt_in(lsq_connection, host, extra, base_url):
+    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(host, **extra))
+
+    assert hook.api_base_url == base_url
+
+
+@pytest.mark.parametrize(
+    ("host", "extra"),
+    [
+        pytest.param("http://api-in21.leadsquared.com", {}, id="plain-http"),
+        pytest.param("http://api-in21.leadsquared.com", {"allow_insecure_http": "false"}, id="opt-in-false"),
+        pytest.param("http://api-in21.leadsquared.com", {"allow_insecure_http": 0}, id="opt-in-zero"),
+        pytest.param("ftp://api-in21.leadsquared.com", {"allow_insecure_http": True}, id="other-scheme"),
+    ],
+)
+def test_insecure_host_is_refused_naming_host_and_extra(lsq_connection, host, extra):
+    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(host, **extra))
+
+    with pytest.raises(InvalidConnection, match=r"'api-in21\.leadsquared\.com'.*'allow_insecure_http'"):
+        hook.reset_lead(ResetRequest(new_lead_id(), SCOPE))
+
+
+# -- no call skips the budget ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "kwargs"),
+    [
+        pytest.param("run", ("/v2/LeadManagement.svc/Lead.Reset",), {"json": {}}, id="run"),
+        pytest.param("run_with_advanced_retry", ({},), {"endpoint": "/v2/x"}, id="run_with_advanced_retry"),
+        pytest.param("run_and_check", (None, None, {}), {}, id="run_and_check"),
+    ],
+)
+def test_httphook_ways_around_the_budget_are_refused(served, lsq_connection, method, args, kwargs):
+    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(served.base_url))
+
+    with pytest.raises(UnbudgetedCallError, match=rf"{method}\(\) is refused.*reset_lead\(\) or get_user\(\)"):
+        getattr(hook, method)(*args, **kwargs)
+    assert isinstance(UnbudgetedCallError("x"), NotImplementedError)
+    assert served.calls() == []
+
+
+def test_budget_gets_the_connections_share_and_bounded_wait(served, lsq_connection, lead_id, monkeypatch):
+    import leadsquared_provider.hooks.leadsquared as hook_module
+
+    made: list[dict[str, Any]] = []
+    budget_class = hook_module.RateBudget
+
+    def recording_budget(**kwargs: Any) -> Any:
+        made.append(kwargs)
+        return budget_class(**kwargs)
+
+    monkeypatch.setattr(hook_module, "RateBudget", recording_budget)
+    conn_id = lsq_connection(served.base_url, rate_limit=7, rate_share=0.5, budget_max_wait_seconds=12)
+
+    assert (
+        LeadSquaredHook(leadsquared_conn_id=conn_id).reset_lead(ResetRequest(lead_id, SCOPE)).outcome is Outcome.QUEUED
+    )
+    [kwargs] = made
+    assert (kwargs["limit"], kwargs["share"], kwargs["max_wait_seconds"]) == (7, 0.5, 12.0)
+
+
+class StubBudget:
+    """A budget that gives ``units`` units, then refuses like a broken store or an exhausted wait."""
+
+    units = 0
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.given = 0
+
+    def acquire(self) -> float:
+        if self.given >= self.units:
+            raise RateBudgetError("no unit within budget_max_wait_seconds=600")
+        self.given += 1
+        return 0.0
+
+    def penalize(self) -> None:
+        pass
+
+    def effective_limit(self) -> float:
+        return 1.0
+
+
+def test_budget_failure_before_sending_is_raised_and_nothing_is_sent(scripted, lsq_connection, monkeypatch):
+    monkeypatch.setattr("leadsquared_provider.hooks.leadsquared.RateBudget", StubBudget)
+    server = scripted(Reply(200, QUEUED))
+    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(server.base_url))
+
+    with pytest.raises(RateBudgetError, match="no unit"):
+        hook.reset_lead(ResetRequest(new_lead_id(), SCOPE))
+    assert server.requests == []
+
+
+def test_budget_failure_after_an_attempt_is_that_leads_failed_result(scripted, lsq_connection, monkeypatch):
+    monkeypatch.setattr(StubBudget, "units", 1)
+    monkeypatch.setattr("leadsquared_provider.hooks.leadsquared.RateBudget", StubBudget)
+    server = scripted(Reply(502, "<html>502 Bad Gateway</html>"))
+    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(server.base_url))
+
+    result = hook.reset_lead(ResetRequest(new_lead_id(), SCOPE))
+
+    assert (result.outcome, result.exception_type, result.attempts) == (Outcome.FAILED, "RateBudgetError", 1)
+    assert result.uncertain_attempts == 0  # the unclear attempt was not followed by another
+    assert len(server.requests) == 1
+
+
+# -- the user behind the keys -------------------------------------------------------------------------------------
+
+
+USER = {"Id": "b7d3", "Name": "Yogesh", "Role": "Administrator", "EmailAddress": None, "TimeZone": "Asia/Kolkata"}
+
+
+@pytest.mark.parametrize(
+    ("user", "ok", "text"),
+    [
+        pytest.param(USER, True, "connected as Yogesh (Administrator) on http://127.0.0.1:", id="admin-by-name"),
+        pytest.param(
+            {**USER, "Role": "Sales User"},
+            False,
+            "keys belong to Yogesh with role 'Sales User': Lead.Reset needs an administrator",
+            id="non-admin-by-name",
+        ),
+        pytest.param({}, False, "LeadSquaredError: UserByAccessKey.Get answered 200", id="empty-object"),
+    ],
+)
+def test_test_connection_names_the_user_by_name(scripted, lsq_connection, user, ok, text):
+    server = scripted(Reply(200, user))
+    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(server.base_url, max_retries=1))
+
+    result, message = hook.test_connection()
+
+    assert result is ok
+    assert text in message
+    assert "None" not in message
+    assert {r["path"] for r in server.requests} == {"/v2/Authentication.svc/UserByAccessKey.Get"}
+    assert json.dumps(server.requests[0]["headers"]).count(ADMIN_SECRET) == 1  # header only, never the query
+    assert server.requests[0]["query"] == ""
+
+
+def test_admin_problem_names_the_user():
+    assert LeadSquaredHook.admin_problem(USER) is None
+    problem = LeadSquaredHook.admin_problem({**USER, "Role": "Marketing User"})
+    assert problem == "keys belong to Yogesh with role 'Marketing User': Lead.Reset needs an administrator"
+    assert LeadSquaredHook.user_name({"Name": None, "FirstName": "Asha", "LastName": "K"}) == "Asha K"
+
+
+# -- the emulator's hostile answers ----------------------------------------------------------------------------------
+
+HOSTILE_OUTCOMES = {
+    "redirect_302": (Outcome.AUTH_FAILED, 1),
+    "redirect_307": (Outcome.AUTH_FAILED, 1),
+    "forbidden": (Outcome.AUTH_FAILED, 1),
+    "exception_message_number": (Outcome.REJECTED, 1),
+    "empty_object": (Outcome.FAILED, 2),
+    "status_failure": (Outcome.FAILED, 2),
+    "maintenance_html": (Outcome.FAILED, 2),
+    "json_list": (Outcome.FAILED, 2),
+    "json_string": (Outcome.FAILED, 2),
+    "exception_type_object": (Outcome.FAILED, 2),
+    "exception_message_list": (Outcome.FAILED, 2),
+    "transient_error_200": (Outcome.FAILED, 2),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_OUTCOMES))
+def test_emulator_hostile_answers(scripted, lsq_connection, kind):
+    from lsq_emulator.hostile import HOSTILE_KINDS
+
+    assert set(HOSTILE_OUTCOMES) == set(HOSTILE_KINDS)  # every kind the emulator knows is covered
+    elsewhere = scripted(Reply(200, QUEUED))
+    lead = lsq_lead()
+    config = EmulatorConfig(
+        rate_limit=1000,
+        rate_window_seconds=1.0,
+        hostile_leads={lead["ProspectId"]: kind},
+        redirect_url=f"http://localhost:{elsewhere.port}",
+    )
+    with run_emulator(config, leads=[lead]) as emu:
+        hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(emu.base_url, max_retries=1))
+        result = hook.reset_lead(ResetRequest(lead["ProspectId"], SCOPE))
+
+    assert (result.outcome, result.attempts) == HOSTILE_OUTCOMES[kind]
+    assert result.uncertain_attempts == (1 if result.outcome is Outcome.FAILED else 0)
+    assert isinstance(result.exception_type, str | None) and len(result.message) <= 1000
+    assert elsewhere.requests == []
+
+
+def test_emulator_lead_not_found_as_500_is_rejected_once(lsq_connection):
+    with run_emulator(EmulatorConfig(rate_limit=1000, rate_window_seconds=1.0, missing_lead_status=500)) as emu:
+        hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(emu.base_url))
+        result = hook.reset_lead(ResetRequest(new_lead_id(), SCOPE))
+        calls = reset_calls(emu)
+
+    assert (result.outcome, result.status_code, result.attempts) == (Outcome.REJECTED, 500, 1)
+    assert result.exception_type == "MXInvalidEntityReferenceException"
+    assert len(calls) == 1

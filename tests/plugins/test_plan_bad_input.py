@@ -141,7 +141,7 @@ def test_wrong_host_or_region_is_refused(plan, served, lsq_connection, dag, sqli
 
 def test_non_json_answer_is_transient_not_a_verdict(plan, served):
     served.configure(fault_non_json_200_rate=1.0)
-    with pytest.raises(LeadSquaredError, match="not a JSON object") as failed:
+    with pytest.raises(LeadSquaredError, match="is not a success") as failed:
         plan(WINDOW, max_retries=1)
     assert not isinstance(failed.value, PlanError)  # retried by Airflow, not refused for good
     assert staged(plan) == 0

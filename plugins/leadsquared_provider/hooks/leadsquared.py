@@ -1,66 +1,114 @@
 """LeadSquaredHook: Lead.Reset through the account's shared rate budget, with classified answers.
 
-Built on the HTTP provider's ``HttpHook`` (base URL, keep-alive adapter, ``run_and_check``); what it
-changes is the session: keys travel only in the ``x-LSQ-AccessKey``/``x-LSQ-SecretKey`` headers (never in
-a URL, never as basic auth), and the connection's extras are settings, not headers.
+Built on the HTTP provider's ``HttpHook`` (its connection attributes, base URL and keep-alive adapter); what
+it changes is the session: keys travel only in the ``x-LSQ-AccessKey``/``x-LSQ-SecretKey`` headers (never in
+a URL, never as basic auth), the connection's extras are settings (:class:`LeadSquaredSettings`), not
+headers, and every call takes a unit of the account's budget, has a timeout and follows no redirect.
+HttpHook's own ways to send (``run``, ``run_and_check``, ``run_with_advanced_retry``) are refused: they
+would skip the budget.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
 
 from airflow.providers.http.hooks.http import HttpHook
 
-from leadsquared_provider.exceptions import InvalidConnection, LeadSquaredAuthError, LeadSquaredError
-from leadsquared_provider.outcomes import Answer, AnswerClass, Outcome, ResetResult, classify_answer
+from leadsquared_provider import LeadSquaredSettings
+from leadsquared_provider.exceptions import (
+    InvalidConnection,
+    LeadSquaredAuthError,
+    LeadSquaredError,
+    RateBudgetError,
+    UnbudgetedCallError,
+)
+from leadsquared_provider.outcomes import (
+    EXCEPTION_TYPE_LIMIT,
+    MESSAGE_LIMIT,
+    Answer,
+    AnswerClass,
+    Outcome,
+    ResetResult,
+    answer_text,
+    classify_answer,
+    is_queued_body,
+    is_user_body,
+    redacted,
+)
 from leadsquared_provider.rate_budget import RateBudget, account_tag
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airflow.sdk import Connection
     from requests import Session
 
     from leadsquared_provider.reset_request import ResetRequest
 
+__all__ = ["LeadSquaredHook", "LeadSquaredSettings"]
+
 RESET_ENDPOINT = "/v2/LeadManagement.svc/Lead.Reset"
 USER_ENDPOINT = "/v2/Authentication.svc/UserByAccessKey.Get"
+LOOPBACK_NAMES = frozenset({"localhost"})
+_KEY_FIELDS = {"login": "access key", "password": "secret key"}
 
 
-@dataclass(frozen=True)
-class LeadSquaredSettings:
-    """The connection's extras, with their defaults."""
+class _Retry(Exception):
+    """An answer worth sending again (rate limit or no clear answer)."""
 
-    rate_limit: int = 25
-    rate_window_seconds: float = 5.0
-    rate_margin_seconds: float = 0.2
-    rate_budget_url: str | None = None
-    timeout_seconds: float = 30.0
-    max_retries: int = 5
-    max_rate_limit_waits: int = 20
-    backoff_initial_seconds: float = 0.5
-    backoff_max_seconds: float = 30.0
-
-    @classmethod
-    def from_extra(cls, extra: dict[str, Any]) -> LeadSquaredSettings:
-        values: dict[str, Any] = {}
-        for name, kind in cls.__annotations__.items():
-            raw = extra.get(name, extra.get(f"extra__leadsquared__{name}"))
-            if raw is None or raw == "":
-                continue
-            try:
-                values[name] = str(raw) if "str" in kind else (int(raw) if kind == "int" else float(raw))
-            except (TypeError, ValueError):
-                raise InvalidConnection(f"connection extra {name!r} = {raw!r} is not a {kind}") from None
-        return cls(**values)
-
-
-class _RetryableAnswer(Exception):
     def __init__(self, answer: Answer) -> None:
         super().__init__(answer.message)
         self.answer = answer
+
+
+class _Stopped(Exception):
+    """Another call of this hook was refused for its keys or host while this one was retrying."""
+
+
+@dataclass
+class _Tally:
+    """What one logical call cost: attempts sent, rate-limit answers met, uncertain attempts, budget wait."""
+
+    attempts: int = 0
+    transient: int = 0
+    rate_limited: int = 0
+    uncertain: int = 0
+    waited: float = 0.0
+    last_was_uncertain: bool = False
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _never_reached_the_server(exc: Exception) -> bool:
+    """True when a request error proves nothing was sent: the connection itself could not be made."""
+    from requests import ConnectTimeout
+    from urllib3.exceptions import NewConnectionError
+
+    if isinstance(exc, ConnectTimeout):
+        return True
+    seen: set[int] = set()
+    cause: Any = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, NewConnectionError):
+            return True
+        reason = getattr(cause, "reason", None)
+        args = getattr(cause, "args", ())
+        cause = reason if reason is not None else (args[0] if args and isinstance(args[0], BaseException) else None)
+    return False
 
 
 class LeadSquaredHook(HttpHook):
@@ -68,9 +116,9 @@ class LeadSquaredHook(HttpHook):
     Talk to LeadSquared's API for one account.
 
     :param leadsquared_conn_id: connection of type ``leadsquared``: host (a region's API host such as
-        ``api-in21.leadsquared.com``, or a full base URL), login = access key, password = secret key,
-        extras ``rate_limit``/``rate_window_seconds`` (the plan's limit), ``timeout_seconds``,
-        ``max_retries``, ``rate_budget_url``.
+        ``api-in21.leadsquared.com``, or a full ``https://`` base URL), login = access key, password =
+        secret key; extras as in :class:`LeadSquaredSettings` (``rate_limit``/``rate_window_seconds``: the
+        plan's limit, ``rate_share``, ``timeout_seconds``, ``max_retries``, ``rate_budget_url``, ...).
     """
 
     conn_name_attr = "leadsquared_conn_id"
@@ -82,26 +130,98 @@ class LeadSquaredHook(HttpHook):
         super().__init__(method="POST", http_conn_id=leadsquared_conn_id, **kwargs)
         self.leadsquared_conn_id = leadsquared_conn_id
         self._local = threading.local()
+        self._setup_lock = threading.Lock()
         self._auth_failure: Answer | None = None
+        self._keys: tuple[str, str] = ("", "")
+        self._prepared = False
+
+    # -- connection, settings, budget ----------------------------------------------------------------
 
     @cached_property
     def connection(self) -> Connection:
+        """The connection; its keys are stripped, checked and registered with Airflow's secrets masker.
+
+        The checked keys are :attr:`access_key` and :attr:`secret_key`; the connection object is left as read.
+        """
         from airflow.sdk.log import mask_secret
 
         conn = self.get_connection(self.leadsquared_conn_id)
-        if not conn.host:
+        for raw in (conn.login, conn.password):
+            if isinstance(raw, str) and raw.strip():
+                mask_secret(raw.strip())
+                mask_secret(raw)  # as stored too, e.g. with its trailing newline
+        if not conn.host or not conn.host.strip():
             raise InvalidConnection(f"connection {self.leadsquared_conn_id!r} has no host")
-        if not conn.login or not conn.password:
-            raise InvalidConnection(
-                f"connection {self.leadsquared_conn_id!r} needs the access key as login and the secret key as password"
-            )
-        mask_secret(conn.login)
-        mask_secret(conn.password)
+        self._keys = (self._checked_key(conn, "login"), self._checked_key(conn, "password"))
         return conn
+
+    @property
+    def access_key(self) -> str:
+        _ = self.connection
+        return self._keys[0]
+
+    @property
+    def secret_key(self) -> str:
+        _ = self.connection
+        return self._keys[1]
+
+    def _checked_key(self, conn: Connection, field_name: str) -> str:
+        """The key in ``field_name``, stripped; refused (naming the field, never the value) if malformed."""
+        raw = getattr(conn, field_name)
+        key = raw.strip() if isinstance(raw, str) else ""
+        if not key:
+            raise InvalidConnection(
+                f"connection {self.leadsquared_conn_id!r} needs the access key as login and the secret key as "
+                f"password; its {field_name} is empty"
+            )
+        if any(not 33 <= ord(char) <= 126 for char in key):
+            raise InvalidConnection(
+                f"connection {self.leadsquared_conn_id!r}: the {_KEY_FIELDS[field_name]} ({field_name}) holds "
+                "whitespace, control or non-ASCII characters inside it; paste the key again"
+            )
+        return key
 
     @cached_property
     def settings(self) -> LeadSquaredSettings:
-        return LeadSquaredSettings.from_extra(self.connection.extra_dejson)
+        settings = LeadSquaredSettings.from_extra(self.connection.extra_dejson)
+        if settings.rate_budget_url:
+            from airflow.sdk.log import mask_secret
+
+            try:
+                password = urlsplit(settings.rate_budget_url).password
+            except ValueError:
+                password = None
+            if password:
+                mask_secret(password)
+        return settings
+
+    @cached_property
+    def api_base_url(self) -> str:
+        """The API's base URL: https, or http to a loopback host or with ``allow_insecure_http``."""
+        conn = self.connection
+        host = conn.host.strip().rstrip("/")
+        base = host if "://" in host else f"{conn.schema or 'https'}://{host}"
+        try:
+            parsed = urlsplit(base)
+            hostname, port = parsed.hostname, parsed.port
+        except ValueError as exc:
+            raise InvalidConnection(
+                f"connection {self.leadsquared_conn_id!r}: host {host!r} is not a URL: {exc}"
+            ) from None
+        if not hostname:
+            raise InvalidConnection(f"connection {self.leadsquared_conn_id!r}: host {host!r} names no host")
+        if conn.port and port is None:
+            base = f"{base}:{conn.port}"
+        scheme = parsed.scheme.lower()
+        if scheme == "https":
+            return base
+        if scheme == "http" and (_is_loopback(hostname) or self.settings.allow_insecure_http):
+            return base
+        raise InvalidConnection(
+            f"connection {self.leadsquared_conn_id!r}: host {hostname!r} is reached over {scheme}://, which "
+            "would send the keys unencrypted; use https, or (for a test server only) set the connection "
+            "extra 'allow_insecure_http' to true (127.0.0.1, localhost and ::1 are always allowed)"
+        )
 
     @cached_property
     def budget(self) -> RateBudget:
@@ -111,118 +231,219 @@ class LeadSquaredHook(HttpHook):
             window_seconds=settings.rate_window_seconds,
             margin_seconds=settings.rate_margin_seconds,
             backend_url=settings.rate_budget_url,
-            tag=account_tag(self.connection.login or ""),
+            tag=account_tag(self.access_key),
+            share=settings.rate_share,
+            max_wait_seconds=settings.budget_max_wait_seconds,
         )
 
+    def _prepare(self) -> None:
+        """Read connection, settings, base URL and budget once, whichever thread comes first."""
+        if self._prepared:
+            return
+        with self._setup_lock:
+            if not self._prepared:
+                self.base_url = self.api_base_url  # HttpHook's public attribute: url_from_endpoint() reads it
+                _ = self.budget
+                self._prepared = True
+
     def get_conn(self, headers: dict[str, Any] | None = None, extra_options: Any = None) -> Session:
-        """A session per thread, authenticated by headers only."""
+        """This thread's session, authenticated by headers only; ``extra_options`` is not used."""
         from requests import Session
 
+        self._prepare()
         session = getattr(self._local, "session", None)
         if session is None:
-            conn = self.connection
-            host = conn.host.rstrip("/")
-            self.base_url = host if "://" in host else f"{conn.schema or 'https'}://{host}"
-            if conn.port:
-                self.base_url = f"{self.base_url}:{conn.port}"
-            self._base_url_initialized = True
             session = Session()
             session.headers.update(
                 {
-                    "x-LSQ-AccessKey": conn.login,
-                    "x-LSQ-SecretKey": conn.password,
+                    "x-LSQ-AccessKey": self.access_key,
+                    "x-LSQ-SecretKey": self.secret_key,
                     "Accept": "application/json",
                     "User-Agent": "airflow-provider-leadsquared",
                 }
             )
-            session = self._configure_session_from_mount_adapters(session)
+            adapter = self.adapter or self.keep_alive_adapter
+            if adapter is not None:
+                session.mount("https://", adapter)
+                session.mount("http://", adapter)
             self._local.session = session
         if headers:
             session.headers.update(headers)
         return session
 
-    def _send(self, method: str, endpoint: str, body: dict[str, Any] | None = None) -> Answer:
-        """One HTTP call, classified; network errors become transient answers."""
+    # -- HttpHook's unpaced ways to send are refused ---------------------------------------------------
+
+    def _refuse(self, name: str) -> NoReturn:
+        raise UnbudgetedCallError(
+            f"LeadSquaredHook.{name}() is refused: it would skip the account's rate budget, the timeout and the "
+            "answer checks; call reset_lead() or get_user()"
+        )
+
+    def run(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Refused: use :meth:`reset_lead` or :meth:`get_user`, which take a unit of the budget."""
+        self._refuse("run")
+
+    def run_and_check(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Refused: use :meth:`reset_lead` or :meth:`get_user`, which take a unit of the budget."""
+        self._refuse("run_and_check")
+
+    def run_with_advanced_retry(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Refused: use :meth:`reset_lead` or :meth:`get_user`, which retry within the budget."""
+        self._refuse("run_with_advanced_retry")
+
+    # -- one call, classified --------------------------------------------------------------------------
+
+    def _clean(self, text: object, limit: int = MESSAGE_LIMIT) -> str:
+        """``text`` safe for logs and results: secrets masked (Airflow's redactor, then the keys verbatim)."""
+        shown = str(text)
+        for key in self._keys:
+            if key:
+                shown = shown.replace(key, "***")
+        return redacted(shown, limit)
+
+    def _send(self, method: str, endpoint: str, body: dict[str, Any] | None, accepts: Callable[..., bool]) -> Answer:
+        """One HTTP call (no redirect followed, always a timeout), classified; request errors are transient."""
         from requests import Request, RequestException
 
         session = self.get_conn()
-        request = Request(method, self.url_from_endpoint(endpoint), json=body)
         try:
-            response = self.run_and_check(
-                session,
-                session.prepare_request(request),
-                {"timeout": self.settings.timeout_seconds, "check_response": False},
+            prepared = session.prepare_request(Request(method, self.url_from_endpoint(endpoint), json=body))
+            environment = session.merge_environment_settings(
+                prepared.url, proxies=session.proxies, stream=False, verify=session.verify, cert=session.cert
+            )
+            response = session.send(
+                prepared, timeout=self.settings.timeout_seconds, allow_redirects=False, **environment
             )
         except RequestException as exc:
-            return Answer(AnswerClass.TRANSIENT, None, type(exc).__name__, str(exc)[:300])
-        return classify_answer(response.status_code, response.text)
+            return Answer(
+                AnswerClass.TRANSIENT,
+                None,
+                type(exc).__name__,
+                self._clean(f"{type(exc).__name__}: {exc}"),
+                uncertain=not _never_reached_the_server(exc),
+            )
+        answer = classify_answer(
+            response.status_code, response.text, location=response.headers.get("Location"), accepts=accepts
+        )
+        return replace(
+            answer,
+            message=self._clean(answer.message),
+            exception_type=self._clean(answer.exception_type, EXCEPTION_TYPE_LIMIT) if answer.exception_type else None,
+        )
 
-    def _call_with_retries(self, method: str, endpoint: str, body: dict[str, Any] | None) -> tuple[Answer, int, float]:
-        """Send through the budget; retry rate limits and transient answers. Return answer, attempts, waited."""
+    def _stop_error(self, prefix: str) -> LeadSquaredAuthError:
+        failure = self._auth_failure
+        assert failure is not None
+        said = f"{failure.exception_type}: {failure.message}" if failure.exception_type else failure.message
+        return LeadSquaredAuthError(
+            f"{prefix}: an earlier call was refused ({failure.status_code} {said})",
+            status_code=failure.status_code,
+            exception_type=failure.exception_type,
+        )
+
+    def _call(
+        self, method: str, endpoint: str, body: dict[str, Any] | None, accepts: Callable[..., bool], tally: _Tally
+    ) -> Answer:
+        """Send through the budget; retry rate limits and unclear answers within the settings' budgets.
+
+        :raises LeadSquaredAuthError: this hook was stopped by an auth failure before anything was sent.
+        :raises RateBudgetError: the budget gave no unit (raised as is; ``tally`` says what was sent).
+        :raises _Stopped: another call stopped the hook while this one was retrying.
+        """
         import tenacity
 
         if self._auth_failure is not None:
-            raise LeadSquaredAuthError(
-                f"not sent: an earlier call was refused ({self._auth_failure.status_code} "
-                f"{self._auth_failure.exception_type}: {self._auth_failure.message})",
-                status_code=self._auth_failure.status_code,
-                exception_type=self._auth_failure.exception_type,
-            )
+            raise self._stop_error("not sent")
+        self._prepare()
         settings = self.settings
-        counts = {"attempts": 0, "transient": 0, "rate_limited": 0, "waited": 0.0}
 
         def attempt() -> Answer:
-            counts["waited"] += self.budget.acquire()
-            counts["attempts"] += 1
-            answer = self._send(method, endpoint, body)
+            if self._auth_failure is not None and tally.attempts:
+                raise _Stopped
+            tally.waited += self.budget.acquire()
+            if tally.last_was_uncertain:
+                tally.uncertain += 1  # the previous attempt may have reached LeadSquared: this one may repeat it
+                tally.last_was_uncertain = False
+            tally.attempts += 1
+            answer = self._send(method, endpoint, body, accepts)
             if answer.kind is AnswerClass.RATE_LIMITED:
-                counts["rate_limited"] += 1
+                tally.rate_limited += 1
                 self.budget.penalize()
-                raise _RetryableAnswer(answer)
+                raise _Retry(answer)
             if answer.kind is AnswerClass.TRANSIENT:
-                counts["transient"] += 1
-                raise _RetryableAnswer(answer)
+                tally.transient += 1
+                tally.last_was_uncertain = answer.uncertain
+                raise _Retry(answer)
             return answer
 
-        def out_of_budget(_: tenacity.RetryCallState) -> bool:
-            return counts["transient"] > settings.max_retries or counts["rate_limited"] > settings.max_rate_limit_waits
+        def give_up(_: tenacity.RetryCallState) -> bool:
+            return tally.transient > settings.max_retries or tally.rate_limited > settings.max_rate_limit_waits
 
         backoff = tenacity.wait_random_exponential(
             multiplier=settings.backoff_initial_seconds, max=settings.backoff_max_seconds
         )
 
         def wait(state: tenacity.RetryCallState) -> float:
-            # A rate-limited call already waited a whole window in penalize(); transient ones back off.
+            # A rate-limit answer already slowed the shared budget (penalize): the next acquire paces it.
             exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, _RetryableAnswer) and exc.answer.kind is AnswerClass.RATE_LIMITED:
+            if isinstance(exc, _Retry) and exc.answer.kind is AnswerClass.RATE_LIMITED:
                 return 0.0
             return backoff(state)
 
+        def log_retry(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, _Retry):
+                self.log.info(
+                    "%s answered %s (%s): sending again", endpoint, exc.answer.status_code, exc.answer.message
+                )
+
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(_RetryableAnswer),
-            stop=out_of_budget,
+            retry=tenacity.retry_if_exception_type(_Retry),
+            stop=give_up,
             wait=wait,
             reraise=True,
-            before_sleep=lambda state: self.log.info(
-                "Retrying %s after %s", endpoint, state.outcome.exception() if state.outcome else "?"
-            ),
+            before_sleep=log_retry,
         )
         try:
             answer = retrying(attempt)
-        except _RetryableAnswer as exc:
+        except _Retry as exc:
             answer = exc.answer
-        if answer.kind is AnswerClass.AUTH_FAILED:
+        if answer.kind is AnswerClass.AUTH_FAILED and self._auth_failure is None:
             self._auth_failure = answer
-        return answer, counts["attempts"], counts["waited"]
+        return answer
+
+    # -- the API ---------------------------------------------------------------------------------------
 
     def reset_lead(self, request: ResetRequest) -> ResetResult:
-        """Reset one lead. Never raises for the lead's own trouble: the result says what happened.
+        """Reset one lead. Nothing about the lead itself raises: the result says what happened.
 
-        :raises LeadSquaredAuthError: when an earlier call of this hook was refused for its keys or host;
-            nothing is sent then.
+        :raises LeadSquaredAuthError: an earlier call of this hook was refused for its keys, host,
+            permission or a redirect; nothing is sent then.
+        :raises RateBudgetError: the account's budget gave no unit for the first attempt (its bounded wait
+            ran out or its store is broken); nothing was sent. (Once an attempt was sent, a budget failure
+            ends the lead as ``failed`` with exception type ``RateBudgetError`` instead.)
         """
         started = time.time()
-        answer, attempts, waited = self._call_with_retries("POST", RESET_ENDPOINT, request.to_body())
+        tally = _Tally()
+        try:
+            answer = self._call("POST", RESET_ENDPOINT, request.to_body(), is_queued_body, tally)
+        except (LeadSquaredAuthError, InvalidConnection):
+            raise  # the run's trouble, not the lead's
+        except RateBudgetError as exc:
+            if not tally.attempts:
+                raise
+            answer = Answer(AnswerClass.TRANSIENT, None, "RateBudgetError", self._clean(f"rate budget: {exc}"))
+        except _Stopped:
+            failure = self._stop_error("stopped")
+            answer = Answer(AnswerClass.TRANSIENT, None, failure.exception_type, self._clean(failure))
+        except Exception as exc:  # one lead's trouble stays one lead's: recorded, never raised
+            self.log.exception("lead %s: unexpected error while sending", request.lead_id)
+            answer = Answer(
+                AnswerClass.TRANSIENT,
+                None,
+                answer_text(type(exc).__name__, EXCEPTION_TYPE_LIMIT),
+                self._clean(f"unexpected error: {type(exc).__name__}: {exc}"),
+            )
         outcome = {
             AnswerClass.QUEUED: Outcome.QUEUED,
             AnswerClass.REJECTED: Outcome.REJECTED,
@@ -230,50 +451,65 @@ class LeadSquaredHook(HttpHook):
         }.get(answer.kind, Outcome.FAILED)
         message = answer.message
         if outcome is Outcome.FAILED:
-            message = f"gave up after {attempts} attempt(s): {answer.message}"
+            message = f"gave up after {tally.attempts} attempt(s): {answer.message}"
         return ResetResult(
             lead_id=request.lead_id,
             outcome=outcome,
             status_code=answer.status_code,
             exception_type=answer.exception_type,
-            message=message,
-            attempts=attempts,
+            message=self._clean(message),
+            attempts=tally.attempts,
             started_at=started,
             finished_at=time.time(),
-            budget_wait_seconds=round(waited, 3),
+            budget_wait_seconds=round(tally.waited, 3),
+            uncertain_attempts=tally.uncertain,
+            rate_limited_answers=tally.rate_limited,
         )
 
     def get_user(self) -> dict[str, Any]:
-        """The user the keys belong to (``UserByAccessKey.Get``).
+        """The user the keys belong to (``UserByAccessKey.Get``), through the budget like every call.
 
-        :raises LeadSquaredAuthError: keys or host refused (401/404).
+        :raises LeadSquaredAuthError: keys, host or permission refused, or a redirect.
+        :raises RateBudgetError: the budget gave no unit.
         :raises LeadSquaredError: any other failure, after the retry budget.
         """
-        answer, _, _ = self._call_with_retries("GET", USER_ENDPOINT, None)
-        described = f"UserByAccessKey.Get answered {answer.status_code} {answer.exception_type}: {answer.message}"
+        tally = _Tally()
+        try:
+            answer = self._call("GET", USER_ENDPOINT, None, is_user_body, tally)
+        except _Stopped:
+            raise self._stop_error("stopped") from None
+        said = f"{answer.exception_type}: {answer.message}" if answer.exception_type else answer.message
+        described = f"UserByAccessKey.Get answered {answer.status_code or 'nothing'} ({said})"
         if answer.kind is AnswerClass.AUTH_FAILED:
             raise LeadSquaredAuthError(described, status_code=answer.status_code, exception_type=answer.exception_type)
         if answer.kind is not AnswerClass.QUEUED or not isinstance(answer.payload, dict):
-            raise LeadSquaredError(described)
+            raise LeadSquaredError(f"{described} (after {tally.attempts} attempt(s))")
         return answer.payload
 
     @staticmethod
-    def admin_problem(user: dict[str, Any]) -> str | None:
+    def user_name(user: dict[str, Any]) -> str:
+        """The user's documented ``Name`` (``EmailAddress`` may be null), else first/last name, else its id."""
+        name = answer_text(user.get("Name"), 100)
+        if not name:
+            name = answer_text(" ".join(answer_text(user.get(k), 50) for k in ("FirstName", "LastName")).strip(), 100)
+        return name or answer_text(user.get("EmailAddress"), 100) or answer_text(user.get("Id"), 100) or "?"
+
+    @classmethod
+    def admin_problem(cls, user: dict[str, Any]) -> str | None:
         """Why these keys cannot reset leads (Lead.Reset needs an administrator), or None."""
-        role = user.get("Role", "?")
-        if "admin" in str(role).lower():
+        role = answer_text(user.get("Role"), 100) or "?"
+        if "admin" in role.lower():
             return None
-        name = user.get("EmailAddress") or user.get("FirstName") or "?"
-        return f"keys belong to {name} with role {role!r}: Lead.Reset needs an administrator"
+        return f"keys belong to {cls.user_name(user)} with role {role!r}: Lead.Reset needs an administrator"
 
     def test_connection(self) -> tuple[bool, str]:
         """Check host and keys with ``UserByAccessKey.Get``; the keys must be an admin's."""
         try:
             user = self.get_user()
         except Exception as exc:  # the UI shows the message; nothing else may escape
-            return False, f"{type(exc).__name__}: {exc}"
+            return False, self._clean(f"{type(exc).__name__}: {exc}")
         problem = self.admin_problem(user)
         if problem:
-            return False, problem
-        name = user.get("EmailAddress") or user.get("FirstName") or "?"
-        return True, f"connected as {name} ({user.get('Role')}) on {self.base_url}"
+            return False, self._clean(problem)
+        role = answer_text(user.get("Role"), 100)
+        return True, self._clean(f"connected as {self.user_name(user)} ({role}) on {self.base_url}")

@@ -39,7 +39,7 @@ class RunReportNotifier(BaseNotifier):
 
     def _summary(self, dag_id: str, run_id: str) -> tuple[dict[str, Any] | None, str | None]:
         """The run's summary, or None and why not."""
-        from leadsquared_provider.redaction import redact_text
+        from leadsquared_provider.outcomes import redacted
         from leadsquared_provider.state_store import StateStore, run_key
         from leadsquared_provider.summary import build_summary
 
@@ -49,12 +49,12 @@ class RunReportNotifier(BaseNotifier):
         except LookupError:
             return None, "the plan never ran to the end: nothing was staged or sent"
         except Exception as exc:  # the alert must go out whatever broke
-            return None, redact_text(f"summary unavailable: {type(exc).__name__}: {exc}", 500)
+            return None, redacted(f"summary unavailable: {type(exc).__name__}: {exc}", 500)
 
     def notify(self, context: Any) -> None:
         from airflow.sdk import conf
 
-        from leadsquared_provider.redaction import redact_text
+        from leadsquared_provider.outcomes import redacted
 
         dag_run = context["dag_run"]
         summary, why_not = self._summary(dag_run.dag_id, dag_run.run_id)
@@ -64,7 +64,7 @@ class RunReportNotifier(BaseNotifier):
             "dag_id": dag_run.dag_id,
             "run_id": dag_run.run_id,
             "task_id": context["ti"].task_id,
-            "reason": redact_text(context.get("exception") or "failed", 2000),
+            "reason": redacted(context.get("exception") or "failed", 2000),
             "link": f"{base_url}/dags/{dag_run.dag_id}/runs/{dag_run.run_id}",
             "summary": summary,
         }
