@@ -1,7 +1,8 @@
-"""Failure-proof resets under the real scheduler: a fault matrix, and SIGKILL of a running batch three times.
+"""Failure-proof resets under the real scheduler: a fault matrix, hostile answers, and SIGKILL three times.
 
-Promise: every candidate lead ends a run with exactly one recorded outcome; no reset is accepted twice
-except the requests in flight when a process was killed; the report says how many were possibly repeated.
+Promise: every candidate lead ends a run with exactly one recorded outcome; a lead is `queued` in our audit
+if and only if the emulator queued it; no reset is accepted twice except the requests in flight when a
+process was killed; the report says how many were possibly repeated; keys never follow a redirect.
 """
 
 from __future__ import annotations
@@ -25,11 +26,22 @@ from tests.e2e.scenario import MISSING_LEAD, Scenario
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
-FAULT_LEADS, CRASH_LEADS = 2000, 240
+FAULT_LEADS, CRASH_LEADS, HOSTILE_LEADS = 2000, 240, 12
 FAULT_DAY, CRASH_DAY = "2026-10-01", "2026-10-02"  # UTC days in the warehouse table below
 CARRY_DAYS = ("2026-10-03", "2026-10-04", "2026-10-05")
+HOSTILE_DAY = "2026-10-06"
 MAX_RETRIES = 3
-TRANSIENT = {"fault_5xx", "timeout", "dropped", "html", "non_json"}
+# Answers that are no success and no verdict: retried, then `failed` (never `queued`).
+UNEXPLAINED = {
+    "empty_object": 0.02,
+    "status_failure": 0.01,
+    "maintenance_html": 0.02,
+    "json_list": 0.01,
+    "json_string": 0.01,
+    "transient_error_200": 0.01,
+    "exception_type_object": 0.01,
+}
+TRANSIENT = {"fault_5xx", "timeout", "dropped", "html", "non_json", *UNEXPLAINED}
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +50,7 @@ def reliability(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     fault_leads = [lsq_lead() for _ in range(FAULT_LEADS)]
     crash_leads = [lsq_lead() for _ in range(CRASH_LEADS)]
     carry_leads = [lsq_lead() for _ in range(9)]
+    hostile_leads = [lsq_lead() for _ in range(HOSTILE_LEADS)]
     warehouse = tmp / "warehouse.db"
     with sqlite3.connect(warehouse) as conn:
         conn.execute("CREATE TABLE lsq_reset_requests (prospect_id TEXT, requested_at TEXT)")
@@ -46,7 +59,9 @@ def reliability(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
             [(lead["ProspectId"], f"{FAULT_DAY} 10:00:00") for lead in fault_leads]
             + [(lead["ProspectId"], f"{CRASH_DAY} 10:00:00") for lead in crash_leads]
             + [(lead["ProspectId"], f"{CARRY_DAYS[i // 3]} 10:00:00") for i, lead in enumerate(carry_leads)]
-            + [(MISSING_LEAD, f"{CARRY_DAYS[0]} 11:00:00")],
+            + [(MISSING_LEAD, f"{CARRY_DAYS[0]} 11:00:00")]
+            + [(lead["ProspectId"], f"{HOSTILE_DAY} 10:00:00") for lead in hostile_leads]
+            + [(MISSING_LEAD, f"{HOSTILE_DAY} 11:00:00")],
         )
     conn.close()
     config = EmulatorConfig(rate_limit=100, rate_window_seconds=1.0, rate_limit_style="200", latency=(0.01, 0.05))
@@ -55,7 +70,7 @@ def reliability(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         warehouse,
         Scenario(per_day=1),
         config=config,
-        extra_leads=fault_leads + crash_leads + carry_leads,
+        extra_leads=fault_leads + crash_leads + carry_leads + hostile_leads,
         timeout_seconds=0.5,
         max_retries=MAX_RETRIES,
         max_rate_limit_waits=100,
@@ -85,6 +100,7 @@ def test_fault_matrix_every_lead_one_outcome_none_accepted_twice(reliability):
         fault_drop_rate=0.02,
         fault_html_rate=0.02,
         rate_limit_burst_rate=0.01,
+        hostile_rates=UNEXPLAINED,
         hang_seconds=1.0,
         seed=5,
     )
@@ -93,7 +109,12 @@ def test_fault_matrix_every_lead_one_outcome_none_accepted_twice(reliability):
         assert e2e.stack.wait_for_run(run_id, timeout=1000) == "success"
     finally:
         e2e.emulator.configure(
-            fault_5xx_rate=0, fault_timeout_rate=0, fault_drop_rate=0, fault_html_rate=0, rate_limit_burst_rate=0
+            fault_5xx_rate=0,
+            fault_timeout_rate=0,
+            fault_drop_rate=0,
+            fault_html_rate=0,
+            rate_limit_burst_rate=0,
+            hostile_rates={},
         )
     time.sleep(1.5)  # let the last hung requests finish on the emulator's side
 
@@ -105,12 +126,14 @@ def test_fault_matrix_every_lead_one_outcome_none_accepted_twice(reliability):
     stats = e2e.emulator.stats()
     assert max(stats["accepted_by_lead"].values()) == 1  # no reset accepted twice
     seen = Counter(c["outcome"] for lead_calls in calls.values() for c in lead_calls)
-    assert {"fault_5xx", "timeout", "dropped", "html", "rate_limited"} <= set(seen), seen
+    assert {"fault_5xx", "timeout", "dropped", "html", "rate_limited", *UNEXPLAINED} <= set(seen), seen
     for lead_id, row in audit.items():
         lead_calls = calls[lead_id]
         faults = [c for c in lead_calls if c["outcome"] in TRANSIENT]
         queued = [c for c in lead_calls if c["outcome"] == "queued"]
         assert row[6] == len(lead_calls)  # attempts recorded == requests the emulator saw
+        # Queued in our audit if and only if the emulator queued it: no empty 200 or HTML page counts.
+        assert (row[0] == "queued") == any(c["reset_state"] not in (None, "not_queued") for c in lead_calls)
         if row[0] == "queued":
             assert len(queued) == 1 and len(faults) <= MAX_RETRIES
         else:  # failed: exactly the leads whose fault outlasted the retry budget
@@ -237,3 +260,41 @@ def test_failed_leads_come_back_in_the_next_run_for_their_original_window(reliab
     run_c = e2e.stack.trigger(window(CARRY_DAYS[2]), run_id=f"carry_c__{time.time_ns()}")
     assert e2e.stack.wait_for_run(run_c) == "success"
     assert {c["lead_id"] for c in e2e.reset_calls()} == set(day_leads[CARRY_DAYS[2]])  # nothing carried twice
+
+
+def test_a_redirect_stops_the_run_keys_never_follow_and_not_found_is_rejected_once(reliability):
+    """A 3xx is a configuration error: nothing is followed, the run stops and names the host it pointed to.
+    A lead answered `500 MXInvalidEntityReferenceException` is rejected once, never retried or carried."""
+    from lsq_emulator import run_emulator
+
+    e2e = reliability
+    day_leads = sorted(
+        r[0]
+        for r in e2e.query("SELECT prospect_id FROM lsq_reset_requests WHERE requested_at LIKE ?", (f"{HOSTILE_DAY}%",))
+        if r[0] != MISSING_LEAD
+    )
+    with run_emulator() as elsewhere:  # "another host" that would gladly accept keys and resets
+        e2e.emulator.clear_calls()
+        e2e.emulator.configure(
+            hostile_leads={day_leads[5]: "redirect_307"}, redirect_url=elsewhere.base_url, missing_lead_status=500
+        )
+        try:
+            conf = {**window(HOSTILE_DAY), "max_in_flight": 1, "retry_earlier_failures": False}
+            run_id = e2e.stack.trigger(conf, run_id=f"redirect__{time.time_ns()}")
+            assert e2e.stack.wait_for_run(run_id) == "failed"
+        finally:
+            e2e.emulator.configure(hostile_leads={}, missing_lead_status=400)
+        assert elsewhere.calls() == []  # nothing, and no key, ever reached the other host
+    audit = e2e.audit(run_id)
+    calls = calls_by_lead(e2e)
+    assert audit[day_leads[5]][:3] == ("auth_failed", 307, "Redirect")
+    assert len(calls[day_leads[5]]) == 1
+    assert audit[MISSING_LEAD][:3] == ("rejected", 500, "MXInvalidEntityReferenceException")
+    assert len(calls[MISSING_LEAD]) == 1  # never retried
+    for lead, row in audit.items():  # queued iff the emulator queued it; after the redirect nothing went out
+        assert (row[0] == "queued") == any(c["outcome"] == "queued" for c in calls.get(lead, []))
+        assert row[0] in ("queued", "auth_failed", "skipped", "rejected")
+    summary = e2e.stack.xcom(run_id, "report")  # pushed before the verdict: readable though the run failed
+    assert summary["counts"]["auth_failed"] == 1
+    [refused] = [r for r in summary["first_failed"] if r["outcome"] == "auth_failed"]
+    assert "127.0.0.1" in refused["message"] and "redirect" in refused["message"].lower()
