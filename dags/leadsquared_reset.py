@@ -36,6 +36,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param, dag, get_current_
 from leadsquared_provider.accounts import Account, accounts_file, load_accounts
 from leadsquared_provider.notifications.run_report import RunReportNotifier
 from leadsquared_provider.operators.reset import LeadSquaredResetOperator
+from leadsquared_provider.run_params import DEFAULT_MAX_REJECTED_SHARE
 
 # ---- Edit here: the defaults of every run (each can be overridden in the trigger form) ------------------
 # One DAG per account of include/leadsquared_accounts.yaml; an account may set its own of these defaults.
@@ -141,13 +142,13 @@ def leadsquared_reset(account: Account) -> DAG:
                 0, type="integer", minimum=0, title="Failed leads tolerated before the run fails"
             ),
             "max_rejected_share": Param(
-                0.1,
+                DEFAULT_MAX_REJECTED_SHARE,
                 type="number",
                 minimum=0,
                 maximum=1,
                 title="Rejected share tolerated",
                 description="The run fails when more than this share of the candidates is rejected (deleted, "
-                "merged or malformed ids): a few a night are normal, more means the query reads the wrong ids.",
+                "merged or malformed ids): a few a night are normal, half means the query reads the wrong ids.",
             ),
             "audit_export_table": Param(
                 None,

@@ -287,6 +287,30 @@ class AirflowStack:
             time.sleep(2)
         raise TimeoutError(f"run {run_id} did not finish within {timeout} s")
 
+    def create_backfill(self, from_date: str, to_date: str, max_active_runs: int, dag_id: str = DAG_ID) -> None:
+        """``airflow backfill create`` for the DAG. On an SQLite metadata DB another writer (scheduler,
+        dag-processor) can make it fail half-way with "database is locked" (PostgreSQL does not need this):
+        they pause while the backfill is created, which is retried if need be."""
+        paused = [name for name in ("scheduler", "dag-processor") if name in self.procs]
+        if self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
+            for name in paused:
+                self.stop_component(name)
+        else:
+            paused = []
+        args = ("backfill", "create", "--dag-id", dag_id, "--from-date", from_date, "--to-date", to_date)
+        try:
+            for attempt in range(5):
+                try:
+                    airflow_cli(self.env, *args, "--max-active-runs", str(max_active_runs))
+                    return
+                except RuntimeError as exc:
+                    if "database is locked" not in str(exc) or attempt == 4:
+                        raise
+                    time.sleep(2)
+        finally:
+            for name in reversed(paused):
+                self.start_component(name)
+
     def task_instances(self, run_id: str, dag_id: str = DAG_ID) -> list[dict[str, Any]]:
         return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})[
             "task_instances"

@@ -1,5 +1,6 @@
-"""docker-compose.yaml's topology as processes on this machine: PostgreSQL (metadata DB and warehouse), Redis
-(Celery broker and rate budget), api-server, scheduler, dag-processor, triggerer and two Celery workers."""
+"""docker-compose.yaml's topology as processes on this machine: PostgreSQL (metadata DB, the DAG's state store
+and the warehouse), Redis (Celery broker and rate budget), api-server, scheduler, dag-processor, triggerer and
+two Celery workers."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from lsq_emulator import EmulatorConfig, run_emulator
 from tests.conftest import ADMIN_ACCESS, ADMIN_SECRET, lsq_lead
 from tests.distributed.topology import (
     AIRFLOW_COMMANDS,
+    STATE_DB,
     WORKER_HOSTNAMES,
     Endpoints,
     cluster_settings,
     leadsquared_connection,
+    state_connection,
     worker_command,
 )
 from tests.e2e.conftest import E2E
@@ -35,6 +38,19 @@ RATE_LIMIT, RATE_WINDOW_SECONDS, RATE_MARGIN_SECONDS = 5, 5, 0.2
 class CeleryE2E(E2E):
     endpoints: Endpoints
     scheduler_health_url: str
+    state_dsn: str
+
+    def state(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Query the PostgreSQL state store (every worker's outcomes), not the SQLite file of one machine.
+
+        The shared checks (tests/e2e) write SQLite's ``?`` placeholders: psycopg2's are ``%s``."""
+        import psycopg2
+
+        with psycopg2.connect(self.state_dsn) as conn, conn.cursor() as cur:
+            cur.execute(sql.replace("%", "%%").replace("?", "%s"), params)
+            rows = cur.fetchall() if cur.description else []
+        conn.close()
+        return rows
 
 
 def _machine_local_env(health_port: int) -> dict[str, str]:
@@ -63,6 +79,8 @@ def celery_e2e(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any, r
     tmp = tmp_path_factory.mktemp("celery")
     scenario = Scenario()
     metadata_db = postgres_server.create_database(unique_db_name("airflow"))
+    # What airflow-init does in compose (test_compose_file.py runs its code): the state store's database.
+    state_db = postgres_server.create_database(STATE_DB)
     warehouse_db = postgres_server.create_database(unique_db_name("warehouse"))
     dsn = postgres_server.dsn(warehouse_db)
 
@@ -84,6 +102,7 @@ def celery_e2e(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any, r
         metadata_db=metadata_db,
         redis=f"{redis_server.host}:{redis_server.port}",
         api=f"http://127.0.0.1:{api_port}",
+        state_db=state_db,
     )
     workers = {worker_command(hostname): _worker_env(hostname) for hostname in WORKER_HOSTNAMES}
     leads = [*scenario.leads, lsq_lead("1e1e1e1e-0000-4000-8000-000000000001")]
@@ -100,6 +119,7 @@ def celery_e2e(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any, r
                 rate_limit=RATE_LIMIT,
                 rate_window_seconds=RATE_WINDOW_SECONDS,
                 rate_margin_seconds=RATE_MARGIN_SECONDS,
+                allow_insecure_http=False,  # the emulator is on 127.0.0.1: http is allowed without it
             )
             stack = AirflowStack(
                 StackConfig(
@@ -110,6 +130,7 @@ def celery_e2e(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any, r
                         **cluster_settings(endpoints),
                         "AIRFLOW_CONN_LEADSQUARED_DEFAULT": json.dumps(lsq),
                         "AIRFLOW_CONN_WAREHOUSE_DEFAULT": postgres_server.airflow_conn_json(warehouse_db),
+                        "AIRFLOW_CONN_LEADSQUARED_STATE": json.dumps(state_connection(endpoints)),
                         **_machine_local_env(health_port),
                     },
                     component_env=workers,
@@ -120,8 +141,16 @@ def celery_e2e(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any, r
             with stack:
                 stack.wait_for_dag()
                 yield CeleryE2E(
-                    stack, emu, scenario, "postgres", query, endpoints, f"http://127.0.0.1:{health_port}/health"
+                    stack,
+                    emu,
+                    scenario,
+                    "postgres",
+                    query,
+                    endpoints,
+                    f"http://127.0.0.1:{health_port}/health",
+                    postgres_server.dsn(state_db),
                 )
     finally:
         postgres_server.drop_database(metadata_db)
+        postgres_server.drop_database(state_db)
         postgres_server.drop_database(warehouse_db)

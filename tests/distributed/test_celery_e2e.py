@@ -1,7 +1,8 @@
 """The DAG on CeleryExecutor with PostgreSQL and Redis: docker-compose.yaml's topology as processes here.
 
-Two Celery workers (concurrency 2 each) share the account's rate budget through Redis; the checks are the
-local end-to-end test's (tests/e2e/checks.py), against a PostgreSQL warehouse.
+Two Celery workers (concurrency 2 each) share the account's rate budget through Redis and the DAG's state
+store (connection leadsquared_state) on PostgreSQL; the checks are the local end-to-end test's
+(tests/e2e/checks.py, its audit read from that state store), against a PostgreSQL warehouse that is only read.
 """
 
 from __future__ import annotations
@@ -10,19 +11,22 @@ import bisect
 import json
 import subprocess
 import time
+from collections import Counter
 
 import pytest
 import requests
 
-from devstack import VENV_BIN, airflow_cli
-from tests.distributed.conftest import RATE_LIMIT, RATE_MARGIN_SECONDS, RATE_WINDOW_SECONDS
+from devstack import VENV_BIN, airflow_cli, state_db
+from tests.distributed.conftest import RATE_LIMIT, RATE_WINDOW_SECONDS
 from tests.distributed.topology import WORKER_HOSTNAMES
 from tests.e2e.checks import check_day_run
-from tests.e2e.scenario import DAYS, iso_window, utc_window
+from tests.e2e.scenario import DAYS, INVALID_IDS, MISSING_LEAD, iso_window, utc_window
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(600)]
 
 CELERY_APP = "airflow.providers.celery.executors.celery_executor.app"
+# Every run's conf: batches of 2, so both workers get some.
+RUN_CONF = {"batch_size": 2}
 
 
 def busiest_window(calls: list[dict], seconds: float) -> int:
@@ -58,7 +62,7 @@ def test_triggered_run_on_celery_workers_matches_the_emulator(celery_e2e):
     frm, to = iso_window(day)
     e2e.emulator.clear_calls()
 
-    run_id = e2e.stack.trigger({"from_date": frm, "to_date": to, "batch_size": 2}, run_id=f"celery__{time.time_ns()}")
+    run_id = e2e.stack.trigger({"from_date": frm, "to_date": to, **RUN_CONF}, run_id=f"celery__{time.time_ns()}")
     assert e2e.stack.wait_for_run(run_id, timeout=300) == "success"
 
     check_day_run(e2e, run_id, day, e2e.reset_calls())
@@ -93,7 +97,7 @@ def test_backfill_spreads_batches_over_both_workers_within_the_rate_limit(celery
         "--max-active-runs",
         "3",
         "--dag-run-conf",
-        json.dumps({"batch_size": 2}),
+        json.dumps(RUN_CONF),
     )
     runs: list[dict] = []
     deadline = time.monotonic() + 360
@@ -123,5 +127,37 @@ def test_backfill_spreads_batches_over_both_workers_within_the_rate_limit(celery
     assert sum(e2e.emulator.stats()["rate_limited"].values()) == 0
     # The workers wanted more than the plan allows, and no 5-s span held more than the limit (as the API counts).
     assert busiest_window(e2e.emulator.calls(), RATE_WINDOW_SECONDS) == RATE_LIMIT
-    interval_ms = round((RATE_WINDOW_SECONDS + RATE_MARGIN_SECONDS) * 1000)
-    assert budget_keys == {f"leadsquared_budget:{account_tag(ADMIN_ACCESS)}:{interval_ms}".encode()}
+    # One budget, the account's, in the topology's Redis: every key is under its tag (whatever keys it uses).
+    assert budget_keys and {key.decode().split(":")[1] for key in budget_keys} == {account_tag(ADMIN_ACCESS)}
+
+
+def test_outcomes_are_in_the_postgres_state_store_and_the_warehouse_is_only_read(celery_e2e):
+    """After the runs above: every run and every lead's outcome is in the PostgreSQL state store, the queued
+    leads are exactly the resets the emulator accepted (each lead sent once), and the warehouse holds only
+    its candidate table."""
+    e2e = celery_e2e
+    runs = e2e.stack.api("GET", "/dags/leadsquared_reset/dagRuns")["dag_runs"]
+    assert len(runs) == 4, "runs after the triggered run and the backfill above"  # 1 triggered + 3 backfill
+    planned = {row[0] for row in e2e.state("SELECT run_id FROM leadsquared_reset_runs")}
+    assert planned == {run["dag_run_id"] for run in runs}
+
+    queued = e2e.state(
+        "SELECT lead_id, from_date, to_date, attempts, sends FROM leadsquared_reset_audit WHERE outcome = ?",
+        ("queued",),
+    )
+    accepted = e2e.emulator.resets()
+    assert accepted, "the runs above queued resets"
+    assert Counter(row[0] for row in queued) == Counter(reset["lead_id"] for reset in accepted)
+    assert all(row[3:] == (1, 1) for row in queued), queued  # each lead sent once, at its first attempt
+    assert len({row[:3] for row in queued}) == len(queued)  # one queued outcome per lead and window
+    rejected = e2e.state("SELECT lead_id, exception_type FROM leadsquared_reset_audit WHERE outcome = ?", ("rejected",))
+    assert {lead for lead, _ in rejected} == {*INVALID_IDS, MISSING_LEAD}  # DAYS[1]'s junk ids and deleted lead
+    audited = {row[0] for row in e2e.state("SELECT DISTINCT run_key FROM leadsquared_reset_audit")}
+    assert audited == {f"leadsquared_reset/{run['dag_run_id']}" for run in runs}  # every run's outcomes
+
+    # Nothing of ours anywhere else: not in the warehouse, not in an SQLite file of one machine.
+    warehouse_tables = e2e.query(
+        "SELECT schemaname, tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+    )
+    assert warehouse_tables == [("public", "lsq_reset_requests")]
+    assert not state_db(e2e.stack.config.home).exists()

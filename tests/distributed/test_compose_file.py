@@ -7,8 +7,10 @@ here from .env.example, so the committed example is also checked to define every
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -19,14 +21,16 @@ from tests.distributed.topology import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
     EXECUTOR,
-    POOLS_FILE,
     PROJECT,
+    STATE_DB,
     Endpoints,
     cluster_settings,
     dag_settings,
     leadsquared_connection,
     pool_names,
+    state_connection,
 )
+from tests.pg_server import unique_db_name
 
 _VARIABLE = re.compile(
     r"\$(?:(?P<escaped>\$)"
@@ -34,6 +38,8 @@ _VARIABLE = re.compile(
     r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
 )
 MOUNTED = ("dags", "plugins", "include")
+# The Python that airflow-init runs (a bash here-document) to create the state store's database.
+_INIT_PYTHON = re.compile(r"^python - <<'PY'\n(?P<code>.*?)^PY$", re.M | re.S)
 
 
 def read_env_file(text: str) -> dict[str, str]:
@@ -91,6 +97,12 @@ def compose(example_env: dict[str, str]) -> dict[str, Any]:
     return interpolate(yaml.safe_load(COMPOSE_FILE.read_text()), example_env)
 
 
+def init_script(compose: dict[str, Any]) -> str:
+    command = compose["services"]["airflow-init"]["command"]
+    assert command[:2] == ["bash", "-c"]
+    return command[2]
+
+
 def airflow_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The services made from x-airflow-common: the long-running components and airflow-init."""
     common_image = compose["x-airflow-common"]["image"]
@@ -142,30 +154,61 @@ def test_every_airflow_service_has_the_distributed_test_settings(compose, exampl
 
 def test_connections_are_the_dags_and_the_rate_budget_is_the_compose_redis(compose, example_env):
     dag = dag_settings()
+    endpoints = compose_endpoints(example_env)
     for name, service in airflow_services(compose).items():
         env = service["environment"]
         conn_ids = {key.removeprefix("AIRFLOW_CONN_").lower() for key in env if key.startswith("AIRFLOW_CONN_")}
-        assert conn_ids == {dag["LEADSQUARED_CONN_ID"], dag["WAREHOUSE_CONN_ID"]}, name
+        assert conn_ids == {dag["LEADSQUARED_CONN_ID"], dag["WAREHOUSE_CONN_ID"], dag["STATE_CONN_ID"]}, name
         assert json.loads(env["AIRFLOW_CONN_LEADSQUARED_DEFAULT"]) == leadsquared_connection(
-            compose_endpoints(example_env),
+            endpoints,
             host=example_env["LEADSQUARED_HOST"],
             access_key=example_env["LEADSQUARED_ACCESS_KEY"],
             secret_key=example_env["LEADSQUARED_SECRET_KEY"],
             rate_limit=int(example_env["LEADSQUARED_RATE_LIMIT"]),
             rate_window_seconds=int(example_env["LEADSQUARED_RATE_WINDOW_SECONDS"]),
             rate_margin_seconds=float(example_env["LEADSQUARED_RATE_MARGIN_SECONDS"]),
+            allow_insecure_http=True,
         )
         assert env["AIRFLOW_CONN_WAREHOUSE_DEFAULT"] == example_env["WAREHOUSE_CONNECTION"]
+        assert json.loads(env["AIRFLOW_CONN_LEADSQUARED_STATE"]) == state_connection(endpoints), name
     assert json.loads(example_env["WAREHOUSE_CONNECTION"])["conn_type"] == "sqlite"  # the demo's warehouse
+    # The state store is the compose PostgreSQL's database `leadsquared`, as the metadata DB's user.
+    assert state_connection(endpoints) == {
+        "conn_type": "postgres",
+        "host": "postgres",
+        "login": "airflow",
+        "password": example_env["POSTGRES_PASSWORD"],
+        "schema": STATE_DB,
+    }
+    assert STATE_DB == "leadsquared"
+
+
+def test_plain_http_to_leadsquared_is_off_unless_env_turns_it_on(example_env):
+    """.env.example turns it on for its default host, the demo emulator over http; without the variable (or
+    with false) the connection refuses plain http to any host but loopback."""
+    assert example_env["LEADSQUARED_HOST"].startswith("http://lsq-emulator:")
+    assert example_env["LEADSQUARED_ALLOW_INSECURE_HTTP"] == "true"
+    assert "Real accounts use https" in ENV_EXAMPLE.read_text()
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    for env, expected in (
+        ({k: v for k, v in example_env.items() if k != "LEADSQUARED_ALLOW_INSECURE_HTTP"}, False),
+        ({**example_env, "LEADSQUARED_ALLOW_INSECURE_HTTP": "false"}, False),
+        ({**example_env, "LEADSQUARED_ALLOW_INSECURE_HTTP": "true"}, True),
+    ):
+        compose = interpolate(raw, env)
+        for name, service in airflow_services(compose).items():
+            extra = json.loads(service["environment"]["AIRFLOW_CONN_LEADSQUARED_DEFAULT"])["extra"]
+            assert extra["allow_insecure_http"] is expected, (name, env.get("LEADSQUARED_ALLOW_INSECURE_HTTP"))
 
 
 def test_init_migrates_and_imports_the_pool_and_connections(compose):
-    init = compose["services"]["airflow-init"]
-    script = "\n".join(init["command"])
+    script = init_script(compose)
     assert dag_settings()["POOL"] in pool_names()
     for step in (
         "airflow db migrate",
-        f"airflow pools import /opt/airflow/{POOLS_FILE}",
+        "python - <<'PY'",  # the state store's database (test_init_creates_the_state_database_once)
+        "python -m leadsquared_provider.accounts pools --project /opt/airflow --output /tmp/leadsquared_pools.json",
+        "airflow pools import /tmp/leadsquared_pools.json",  # one pool per account of the accounts file
         "airflow connections import --overwrite /opt/airflow/secrets/connections.json",
         "/opt/airflow/auth/simple_auth_manager_passwords.json",
     ):
@@ -177,6 +220,40 @@ def test_init_migrates_and_imports_the_pool_and_connections(compose):
             assert service["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"].startswith(
                 "/opt/airflow/auth/"
             )
+
+
+@pytest.mark.postgres
+def test_init_creates_the_state_database_once(compose, postgres_server):
+    """airflow-init's Python, run here against the test PostgreSQL as airflow-init runs it (its environment's
+    AIRFLOW_CONN_LEADSQUARED_STATE): it creates the connection's database, and a second init leaves it."""
+    code = _INIT_PYTHON.search(init_script(compose))["code"]
+    assert "AIRFLOW_CONN_LEADSQUARED_STATE" in code
+    endpoints = Endpoints(
+        postgres=f"{postgres_server.user}@{postgres_server.host}:{postgres_server.port}",
+        metadata_db="unused",
+        redis="unused:6379",
+        api="http://unused",
+        state_db=unique_db_name(STATE_DB),
+    )
+    env = {**os.environ, "AIRFLOW_CONN_LEADSQUARED_STATE": json.dumps(state_connection(endpoints))}
+
+    def databases() -> set[str]:
+        with postgres_server.connect("postgres") as conn, conn.cursor() as cur:
+            cur.execute("SELECT datname FROM pg_database")
+            names = {row[0] for row in cur.fetchall()}
+        conn.close()
+        return names
+
+    try:
+        outputs = []
+        for _ in range(2):
+            run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+            assert run.returncode == 0, run.stderr
+            outputs.append(run.stdout)
+        assert endpoints.state_db in databases()
+        assert endpoints.state_db in outputs[0] and outputs[1] == ""  # created once, then left as it is
+    finally:
+        postgres_server.drop_database(endpoints.state_db)
 
 
 def test_dags_plugins_and_include_are_mounted_into_every_airflow_service(compose):

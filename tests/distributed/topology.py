@@ -21,6 +21,9 @@ POOLS_FILE = "include/pools.json"
 EXECUTOR = "CeleryExecutor"
 BROKER_REDIS_DB = 0
 BUDGET_REDIS_DB = 1  # the account's rate budget, next to the broker on the same Redis
+# The DAG's state store (runs, claims, outcomes): its own database on the metadata DB's PostgreSQL server,
+# created by airflow-init; the warehouse is only read.
+STATE_DB = "leadsquared"
 # The long-running Airflow commands of the topology, one service each in docker-compose.yaml.
 AIRFLOW_COMMANDS = ("api-server", "scheduler", "dag-processor", "triggerer", "celery worker")
 WORKER_HOSTNAMES = ("worker-a", "worker-b")
@@ -35,6 +38,7 @@ class Endpoints:
     metadata_db: str
     redis: str  # host:port
     api: str  # http://host:port of the api-server
+    state_db: str = STATE_DB
 
     @property
     def budget_url(self) -> str:
@@ -65,8 +69,11 @@ def leadsquared_connection(
     rate_limit: int,
     rate_window_seconds: float,
     rate_margin_seconds: float,
+    allow_insecure_http: bool,
 ) -> dict[str, Any]:
-    """The DAG's LeadSquared connection, its rate budget on the topology's Redis."""
+    """The DAG's LeadSquared connection, its rate budget on the topology's Redis. ``allow_insecure_http``: the
+    keys may go over plain http to a host that is not loopback (the compose demo's emulator); never for
+    LeadSquared itself."""
     return {
         "conn_type": "leadsquared",
         "host": host,
@@ -77,8 +84,25 @@ def leadsquared_connection(
             "rate_window_seconds": rate_window_seconds,
             "rate_margin_seconds": rate_margin_seconds,
             "rate_budget_url": endpoints.budget_url,
+            "allow_insecure_http": allow_insecure_http,
         },
     }
+
+
+def state_connection(endpoints: Endpoints) -> dict[str, Any]:
+    """The DAG's state store connection: database ``endpoints.state_db`` on the topology's PostgreSQL, as the
+    metadata DB's user (every worker machine reaches it; SQLite would be one machine's file)."""
+    credentials, _, address = endpoints.postgres.rpartition("@")
+    login, has_password, password = credentials.partition(":")
+    host, has_port, port = address.partition(":")
+    conn: dict[str, Any] = {"conn_type": "postgres", "host": host}
+    if has_port:
+        conn["port"] = int(port)
+    conn["login"] = login
+    if has_password:
+        conn["password"] = password
+    conn["schema"] = endpoints.state_db
+    return conn
 
 
 def worker_command(hostname: str) -> str:
@@ -87,7 +111,7 @@ def worker_command(hostname: str) -> str:
 
 def dag_settings() -> dict[str, str]:
     """The DAG file's connection ids and pool, read from its source (no Airflow import)."""
-    wanted = {"LEADSQUARED_CONN_ID", "WAREHOUSE_CONN_ID", "POOL"}
+    wanted = {"LEADSQUARED_CONN_ID", "WAREHOUSE_CONN_ID", "STATE_CONN_ID", "POOL"}
     found = {}
     for node in ast.parse(DAG_FILE.read_text()).body:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1):

@@ -10,7 +10,6 @@ from datetime import date, timedelta
 
 import pytest
 
-from devstack import airflow_cli
 from tests.conftest import lsq_lead
 from tests.e2e.conftest import E2E, start_on_sqlite
 from tests.e2e.scenario import Scenario, utc_window
@@ -42,33 +41,7 @@ def test_thirty_day_backfill(month):
     e2e, by_day = month
     e2e.emulator.clear_calls()
     started = time.monotonic()
-    # `airflow backfill create` writes 30 runs in one go. On this test stack's SQLite metadata DB another
-    # writer (scheduler, dag-processor) can make it fail half-way with "database is locked" (a PostgreSQL
-    # metadata DB does not need this): they pause while the backfill is created, which is retried if need be.
-    e2e.stack.stop_component("scheduler")
-    e2e.stack.stop_component("dag-processor")
-    args = (
-        "backfill",
-        "create",
-        "--dag-id",
-        "leadsquared_reset",
-        "--from-date",
-        f"{DAYS[0]}T00:00:00+05:30",
-        "--to-date",
-        f"{DAYS[-1]}T00:00:00+05:30",
-        "--max-active-runs",
-        "4",
-    )
-    for attempt in range(5):
-        try:
-            airflow_cli(e2e.stack.env, *args)
-            break
-        except RuntimeError as exc:
-            if "database is locked" not in str(exc) or attempt == 4:
-                raise
-            time.sleep(2)
-    e2e.stack.start_component("dag-processor")
-    e2e.stack.start_component("scheduler")
+    e2e.stack.create_backfill(f"{DAYS[0]}T00:00:00+05:30", f"{DAYS[-1]}T00:00:00+05:30", max_active_runs=4)
     deadline = time.monotonic() + 1300
     runs: list[dict] = []
     while time.monotonic() < deadline:

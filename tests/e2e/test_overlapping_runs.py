@@ -15,7 +15,6 @@ from contextlib import closing
 
 import pytest
 
-from devstack import airflow_cli
 from lsq_emulator import EmulatorConfig
 from tests.conftest import lsq_lead
 from tests.e2e.conftest import E2E, start_on_sqlite
@@ -83,24 +82,7 @@ def test_two_manual_runs_of_one_window_reset_each_lead_once(overlap):
 def test_backfill_overlapping_a_manual_run_resets_each_day_once(overlap):
     e2e, by_day = overlap
     e2e.emulator.clear_calls()
-    # As in test_backfill_month: the SQLite metadata DB's other writers pause while the backfill is created.
-    e2e.stack.stop_component("scheduler")
-    e2e.stack.stop_component("dag-processor")
-    airflow_cli(
-        e2e.stack.env,
-        "backfill",
-        "create",
-        "--dag-id",
-        "leadsquared_reset",
-        "--from-date",
-        f"{BACKFILL_DAYS[0]}T00:00:00+05:30",
-        "--to-date",
-        f"{BACKFILL_DAYS[-1]}T00:00:00+05:30",
-        "--max-active-runs",
-        "3",
-    )
-    e2e.stack.start_component("dag-processor")
-    e2e.stack.start_component("scheduler")
+    e2e.stack.create_backfill(f"{BACKFILL_DAYS[0]}T00:00:00+05:30", f"{BACKFILL_DAYS[-1]}T00:00:00+05:30", 3)
     frm, to = iso_window(BACKFILL_DAYS[1])
     manual = e2e.stack.trigger({"from_date": frm, "to_date": to, "batch_size": 10}, run_id=f"beside__{time.time_ns()}")
     assert e2e.stack.wait_for_run(manual) == "success"

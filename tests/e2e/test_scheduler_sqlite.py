@@ -43,22 +43,8 @@ def test_manual_run_resets_exactly_the_window(sqlite_e2e):
 def test_backfill_resets_each_day_once_with_its_interval(sqlite_e2e):
     e2e = sqlite_e2e
     e2e.emulator.clear_calls()
-    from devstack import airflow_cli
-
     # Three India-time days; each backfill run's data interval is one of them.
-    airflow_cli(
-        e2e.stack.env,
-        "backfill",
-        "create",
-        "--dag-id",
-        "leadsquared_reset",
-        "--from-date",
-        "2026-11-21T00:00:00+05:30",
-        "--to-date",
-        "2026-11-23T00:00:00+05:30",
-        "--max-active-runs",
-        "3",
-    )
+    e2e.stack.create_backfill("2026-11-21T00:00:00+05:30", "2026-11-23T00:00:00+05:30", max_active_runs=3)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         runs = e2e.stack.api("GET", "/dags/leadsquared_reset/dagRuns", params={"run_type": "backfill"})["dag_runs"]
