@@ -18,10 +18,10 @@ $(STAMP):
 install: $(STAMP)
 
 run: $(STAMP)  ## one real DAG run against the emulator and the embedded SQLite warehouse, then the report
-	$(BIN)/python -m devstack.demo run
+	$(BIN)/python -m devstack.cli run
 
 airflow: $(STAMP)  ## the Airflow UI on the demo set-up (login printed)
-	$(BIN)/python -m devstack.demo ui
+	$(BIN)/python -m devstack.cli ui
 
 test: $(STAMP)  ## the whole test suite, the slow end-to-end tests included
 	$(BIN)/ruff check .

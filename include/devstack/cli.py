@@ -1,7 +1,7 @@
 """``make run`` and ``make airflow``: the demo set-up (emulator + embedded SQLite warehouse + local Airflow).
 
-``python -m devstack.demo run``   one real DAG run end to end, then the report.
-``python -m devstack.demo ui``    the same set-up left running, with the UI's login printed.
+``python -m devstack.cli run``   one real DAG run end to end, then the report.
+``python -m devstack.cli ui``    the same set-up left running, with the UI's login printed.
 """
 
 from __future__ import annotations
