@@ -119,12 +119,14 @@ class BatchSender:
         by_scope: dict[str, list[str]] = {}
         for lead, scope_key in leads:
             by_scope.setdefault(scope_key, []).append(lead)
-        settled = {(lead, sk) for sk, ids in by_scope.items() for lead in self.store.settled(ids, sk)}
+        settled = {(lead, sk): how for sk, ids in by_scope.items() for lead, how in self.store.settled(ids, sk).items()}
         if settled:
-            message = "not sent: already queued or refused for good under this window and categories"
             self.store.record_many(
                 self.batch,
-                ((sk, ResetResult.not_sent(lead, Outcome.ALREADY_DONE, message)) for lead, sk in sorted(settled)),
+                (
+                    (sk, ResetResult.not_sent(lead, Outcome.ALREADY_DONE, f"not sent: {how} (same window, categories)"))
+                    for (lead, sk), how in sorted(settled.items())
+                ),
             )
             counts[Outcome.ALREADY_DONE] += len(settled)
         return [pair for pair in leads if pair not in settled]

@@ -361,16 +361,16 @@ class StateStore:
     # -- claims -------------------------------------------------------------------------------------
 
     def settled(self, lead_ids: Sequence[str], scope_key: str) -> dict[str, str]:
-        """Leads settled under ``scope_key`` (by any run): ``lead -> outcome``. Never sent again."""
+        """Leads settled under ``scope_key`` (by any run): ``lead -> "<outcome> by run <run>"``. Never sent again."""
         k = t.claims
         found: dict[str, str] = {}
         with self.engine.connect() as conn:
             for start in range(0, len(lead_ids), _IN_CHUNK):
                 part = list(lead_ids[start : start + _IN_CHUNK])
-                stmt = select(k.c.lead_id, k.c.settled_outcome).where(
+                stmt = select(k.c.lead_id, k.c.settled_outcome, k.c.run_key).where(
                     k.c.scope_key == scope_key, k.c.lead_id.in_(part), k.c.settled_outcome.is_not(None)
                 )
-                found.update({row.lead_id: row.settled_outcome for row in conn.execute(stmt)})
+                found.update({row.lead_id: f"{row.settled_outcome} by run {row.run_key}" for row in conn.execute(stmt)})
         return found
 
     def claim(self, owner: ClaimOwner, batch: BatchScope, lead_id: str, scope_key: str, ttl: float) -> Claim:
@@ -610,3 +610,67 @@ class StateStore:
         with self.engine.connect() as conn:
             for row in conn.execute(select(a).where(a.c.run_key == key).order_by(a.c.lead_id)):
                 yield dict(row._mapping)
+
+    # -- verification (reading back whether LeadSquared carried the resets out) --------------------------
+
+    def queued_leads(self, key: str) -> list[tuple[str, str, float | None]]:
+        """``(lead_id, scope_key, queued_at)`` of the run's leads LeadSquared queued (``queued_at``: when its
+        answer came, epoch seconds), ordered by lead then scope."""
+        a = t.audit
+        stmt = (
+            select(a.c.lead_id, a.c.scope_key, a.c.finished_at)
+            .where(a.c.run_key == key, a.c.outcome == literal(str(Outcome.QUEUED)))
+            .order_by(a.c.lead_id, a.c.scope_key)
+        )
+        with self.engine.connect() as conn:
+            return [(row.lead_id, row.scope_key, row.finished_at) for row in conn.execute(stmt)]
+
+    def save_verification(self, key: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Upsert the checks of ``rows`` (``lead_id``, ``scope_key``, ``result``, ``remaining_count``,
+        ``remaining_ids`` as a list, ``message``, ``checked_at``) for the run; a later check replaces an earlier."""
+        v = t.verification
+        written = 0
+        with self._begin() as conn:
+            for row in rows:
+                values = {
+                    "run_key": key,
+                    "lead_id": str(row["lead_id"])[:64],
+                    "scope_key": row["scope_key"],
+                    "result": str(row["result"]),
+                    "remaining_count": int(row.get("remaining_count") or 0),
+                    "remaining_ids": _joined_ids(row.get("remaining_ids") or ()),
+                    "message": redacted(row.get("message") or "", t.MESSAGE_SIZE),
+                    "checked_at": row.get("checked_at") or time.time(),
+                }
+                stmt = _insert(self.dialect, v).values(**values)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["run_key", "lead_id", "scope_key"],
+                    set_={
+                        name: stmt.excluded[name] for name in values if name not in ("run_key", "lead_id", "scope_key")
+                    },
+                )
+                conn.execute(stmt)
+                written += 1
+        return written
+
+    def verification_rows(self, key: str) -> list[dict[str, Any]]:
+        """The run's verification rows by name (``remaining_ids`` back as a list), ordered by lead and scope."""
+        v = t.verification
+        stmt = select(v).where(v.c.run_key == key).order_by(v.c.lead_id, v.c.scope_key)
+        with self.engine.connect() as conn:
+            rows = [dict(row._mapping) for row in conn.execute(stmt)]
+        for row in rows:
+            row["remaining_ids"] = [part for part in (row["remaining_ids"] or "").split(",") if part]
+        return rows
+
+
+def _joined_ids(ids: Iterable[object]) -> str:
+    """Ids comma-separated, cut to whole ids within the column's size (the count says how many there were)."""
+    text = ""
+    for raw in ids:
+        part = str(raw).replace(",", " ").strip()[:100]
+        candidate = f"{text},{part}" if text else part
+        if len(candidate) > t.REMAINING_IDS_SIZE:
+            break
+        text = candidate
+    return text

@@ -86,7 +86,7 @@ def test_claim_is_insert_or_nothing_and_settles(store):
     store.finish(first, batch_of(), "s1", queued(LEADS[0]))
     settled = store.claim(second, batch_of("dag/run2"), LEADS[0], "s1", ttl=60)
     assert settled.status is ClaimStatus.SETTLED and settled.detail == "queued by run dag/run1"
-    assert store.settled(LEADS, "s1") == {LEADS[0]: "queued"}
+    assert store.settled(LEADS, "s1") == {LEADS[0]: "queued by run dag/run1"}
     row = audit_row(store, LEADS[0])
     assert (row["outcome"], row["attempts"], row["sends"], row["possibly_repeated"]) == ("queued", 1, 1, False)
 
@@ -113,7 +113,7 @@ def test_an_expired_claim_is_taken_over_and_marked_possibly_repeated(store):
     assert store.repeated_count("dag/run1") == 1
     # The dead owner's late answer cannot settle a claim it lost.
     store.finish(dead, batch_of(), "s1", queued(LEADS[2]))
-    assert store.settled([LEADS[2]], "s1") == {LEADS[2]: "queued"}
+    assert store.settled([LEADS[2]], "s1") == {LEADS[2]: "queued by run dag/run1"}
 
 
 def test_heartbeat_keeps_a_claim_alive(store):
