@@ -4,7 +4,8 @@
 Each run **plans** the leads to reset (the warehouse query `include/sql/candidates.sql`, or the `lead_ids`
 param), **resets** them in batches (one mapped task group per batch, every call paced by the account's
 shared rate budget, every lead's outcome written to the state store's `leadsquared_reset_audit`), and
-**reports** what happened. The warehouse is only read (the candidate query).
+**verifies** a sample of the leads LeadSquared queued (their activities read back: are the ones the reset was to
+delete gone?), and **reports** what happened. The warehouse is only read (the candidate query).
 
 **Window.** A scheduled or backfill run resets exactly its data interval: one day in `LOCAL_TIMEZONE`
 below, sent to LeadSquared in UTC with `ToDate` = interval end minus one second. A manual run takes
@@ -21,6 +22,14 @@ by another live run or try is not sent here (`in_progress_elsewhere`). Wrong key
 the plan's single credentials check. Leads that failed transiently are retried by the next run for their original window
 (`retry_earlier_failures`, at most three runs).
 
+**Verification.** LeadSquared only says a reset is *queued*. After the batches, `verify` reads back
+`verify_sample` of the run's queued leads (random, the same for a re-run) with `ProspectActivity.Retrieve`:
+a lead is `verified` when no activity with one of the run's event codes remains inside the window,
+`still_present` otherwise, `unverifiable` when the read failed. Leads not verified yet are read again every
+minute until `verify_delay_seconds` after the last reset was queued; the task waits in `up_for_reschedule`,
+holding no worker slot. More than `max_still_present` leads still present fails the run (with its alert).
+Tasks, notes and audit records cannot be read back: the summary says so.
+
 Categories: `activity_event_codes` (custom activity event codes), `task_type_ids` (task type GUIDs),
 `audit_types` (`StageChange`, `OwnerChange`), `delete_notes`.
 """
@@ -31,12 +40,29 @@ from datetime import timedelta
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, dag, get_current_context, task, task_group
+from airflow.sdk import (
+    DAG,
+    CronDataIntervalTimetable,
+    Param,
+    PokeReturnValue,
+    dag,
+    get_current_context,
+    task,
+    task_group,
+)
 
 from leadsquared_provider.accounts import Account, accounts_file, load_accounts
 from leadsquared_provider.notifications.run_report import RunReportNotifier
 from leadsquared_provider.operators.reset import LeadSquaredResetOperator
 from leadsquared_provider.run_params import DEFAULT_MAX_REJECTED_SHARE
+from leadsquared_provider.verification import (
+    DEFAULT_MAX_STILL_PRESENT,
+    DEFAULT_VERIFY_DELAY_SECONDS,
+    DEFAULT_VERIFY_SAMPLE,
+    MAX_VERIFY_DELAY_SECONDS,
+    MAX_VERIFY_SAMPLE,
+    POKE_INTERVAL_SECONDS,
+)
 
 # ---- Edit here: the defaults of every run (each can be overridden in the trigger form) ------------------
 # One DAG per account of include/leadsquared_accounts.yaml; an account may set its own of these defaults.
@@ -157,6 +183,37 @@ def leadsquared_reset(account: Account) -> DAG:
                 description="Off when empty. Each run's outcomes go there in one bulk write "
                 "(see docs/audit-export.md).",
             ),
+            "verify_sample": Param(
+                DEFAULT_VERIFY_SAMPLE,
+                type="integer",
+                minimum=0,
+                maximum=MAX_VERIFY_SAMPLE,
+                title="Queued leads to read back (0: no verification)",
+                description="After the batches, this many of the run's queued leads (random, the same on a re-run) "
+                "are read back to check that LeadSquared carried their resets out. 20 leads cost about 40 calls "
+                "(one per event code), a few seconds of the rate budget, and catch a reset queue that drops "
+                "1 lead in 10 with 88 % certainty (1 - 0.9^20); one that drops them all, for sure.",
+            ),
+            "verify_delay_seconds": Param(
+                DEFAULT_VERIFY_DELAY_SECONDS,
+                type="integer",
+                minimum=0,
+                maximum=MAX_VERIFY_DELAY_SECONDS,
+                title="Seconds LeadSquared gets to carry the resets out",
+                description="LeadSquared queues a reset and carries it out later, with no documented delay. "
+                "Leads not verified yet are read again every minute until this long after the run's last reset "
+                "was queued (the task waits without holding a worker slot); what still remains then is "
+                "still_present. 300 s (5 min) lets a busy queue catch up, yet keeps the run short; leads "
+                "verified earlier end the wait earlier.",
+            ),
+            "max_still_present": Param(
+                DEFAULT_MAX_STILL_PRESENT,
+                type="integer",
+                minimum=0,
+                title="Sampled leads still holding their activities tolerated",
+                description="The run fails (and alerts) when more sampled leads than this still hold activities "
+                "their reset was to delete: LeadSquared accepted those resets but did not carry them out.",
+            ),
         },
     )
     def account_dag():
@@ -224,6 +281,34 @@ def leadsquared_reset(account: Account) -> DAG:
             )
             reset >> check(batch)
 
+        @task.sensor(
+            mode="reschedule",  # between pokes the task holds no worker slot (and needs no triggerer)
+            poke_interval=POKE_INTERVAL_SECONDS,
+            timeout=MAX_VERIFY_DELAY_SECONDS + 3600,
+            trigger_rule="all_done",  # failed batches too: their queued leads are verified all the same
+        )
+        def verify() -> PokeReturnValue:
+            """Read back a sample of the run's queued leads until they are verified or the delay is over."""
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from leadsquared_provider.exceptions import LeadSquaredError
+            from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
+            from leadsquared_provider.state_store import StateStore, run_key
+            from leadsquared_provider.verification import VerifyParams, verify_run
+
+            context = get_current_context()
+            key = run_key(context["dag_run"].dag_id, context["dag_run"].run_id)
+            try:
+                params = VerifyParams.from_params(context["params"])
+            except LeadSquaredError as refused:
+                raise AirflowFailException(str(refused)) from refused
+            with StateStore(STATE_CONN_ID) as store:
+                step = verify_run(
+                    store, key, params, hook_factory=lambda: LeadSquaredHook(leadsquared_conn_id=leadsquared_conn_id)
+                )
+            print(f"verification: {step.status}")
+            return PokeReturnValue(is_done=step.done, xcom_value=step.status if step.done else None)
+
         # Fires when the run fails (credentials, failures over the threshold, a guard): add Slack/e-mail here.
         @task(
             trigger_rule="all_done",
@@ -238,6 +323,7 @@ def leadsquared_reset(account: Account) -> DAG:
             from leadsquared_provider.run_params import RunParams
             from leadsquared_provider.state_store import StateStore, run_key
             from leadsquared_provider.summary import report_run
+            from leadsquared_provider.verification import VerifyParams
 
             context = get_current_context()
             key = run_key(context["dag_run"].dag_id, context["dag_run"].run_id)
@@ -251,11 +337,13 @@ def leadsquared_reset(account: Account) -> DAG:
                         push=lambda summary: context["ti"].xcom_push(key="return_value", value=summary),
                         effective_rate=lambda: _effective_rate(leadsquared_conn_id),
                         export=_audit_export(store, key, params.audit_export_table, warehouse_conn_id),
+                        verify=VerifyParams.from_params(context["params"]),
+                        verify_finished=context["ti"].xcom_pull(task_ids="verify") is not None,
                     )
             except LeadSquaredError as verdict:  # final: a retry reads the same
                 raise AirflowFailException(str(verdict)) from verdict
 
-        reset_batch.expand(batch=plan()) >> report()
+        reset_batch.expand(batch=plan()) >> verify() >> report()
 
     return account_dag()
 

@@ -55,3 +55,20 @@ class ResetFailuresError(LeadSquaredError):
 
 class RateBudgetError(LeadSquaredError):
     """The shared rate budget cannot give a unit (store broken, or the bounded wait ran out)."""
+
+
+class ActivityReadError(LeadSquaredError):
+    """A lead's activities could not be read (the keys were fine).
+
+    ``final`` is True when LeadSquared refused the read for good (the lead is not found: deleted or merged
+    since; or the request was refused as posed), False when no trusted answer came within the retry budget.
+    """
+
+    def __init__(
+        self, message: str, *, lead_id: str, status_code: int | None, exception_type: str | None, final: bool
+    ) -> None:
+        super().__init__(message)
+        self.lead_id = lead_id
+        self.status_code = status_code
+        self.exception_type = exception_type
+        self.final = final

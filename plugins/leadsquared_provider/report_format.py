@@ -41,4 +41,32 @@ def format_report(summary: Mapping[str, Any]) -> str:
     if summary["first_failed"]:
         lines += ["", "first leads not reset:"]
         lines += [_lead_line(row) for row in summary["first_failed"]]
+    if "verification" in summary:
+        lines += ["", *_verification_lines(summary)]
     return "\n".join(lines)
+
+
+def _verification_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The verify step: counts per check, what could not be checked, the leads still holding activities."""
+    part = summary["verification"]
+    for why in ("skipped", "off", "missing"):
+        if why in part:
+            return [f"verification {why}: {part[why]}"]
+    lines = [
+        f"verification: {part['sampled']} of {part['of_queued']} queued lead(s) read back "
+        f"up to {part['delay_seconds']} s after the last reset was queued",
+        f"{'check':<24}{'leads':>8}",
+        f"{'-' * 24}{'-' * 8}",
+    ]
+    lines += [
+        f"{check:<24}{part.get(check, 0):>8}"
+        for check in ("verified", "still_present", "unverifiable", "nothing_checkable")
+    ]
+    lines.append(f"not checked: {part['not_checked']}")
+    if summary.get("still_present_leads"):
+        lines += ["", "leads still holding activities their reset was to delete:"]
+        lines += [
+            f"  {row['lead_id']:<38} {row['remaining_count']:>4}  {', '.join(row['remaining_ids'])}"
+            for row in summary["still_present_leads"]
+        ]
+    return lines

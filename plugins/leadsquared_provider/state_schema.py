@@ -10,6 +10,8 @@
   *settled* once LeadSquared queued or refused the reset for good: the lead is never sent again under
   that scope. A failed lead's claim is released (deleted) so a later run may send it.
 - ``leadsquared_reset_audit``: one row per (run, lead, scope): outcome, answer, attempts, timings.
+- ``leadsquared_reset_verification``: one row per (run, sampled lead, scope): whether the activities the reset
+  was to delete are gone (read back later with ProspectActivity.Retrieve), and what remains.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ SCHEMA_VERSION = 1
 # Column sizes that answers are cut to before they are written (one lead's odd answer never fails a write).
 EXCEPTION_TYPE_SIZE = 200
 MESSAGE_SIZE = 1000
+REMAINING_IDS_SIZE = 2000  # the ids of activities still present, comma-separated, cut to whole ids
 
 metadata = MetaData()
 
@@ -119,4 +122,17 @@ audit = Table(
     Column("budget_wait", Float),
     Index("leadsquared_reset_audit_lead", "lead_id", "finished_at"),
     Index("leadsquared_reset_audit_run_outcome", "run_key", "outcome"),
+)
+
+verification = Table(
+    "leadsquared_reset_verification",
+    metadata,
+    Column("run_key", String(400), primary_key=True),
+    Column("lead_id", String(64), primary_key=True),
+    Column("scope_key", String(64), primary_key=True),
+    Column("result", String(32), nullable=False),
+    Column("remaining_count", Integer, nullable=False, default=0),
+    Column("remaining_ids", Text),
+    Column("message", String(MESSAGE_SIZE)),
+    Column("checked_at", Float, nullable=False),
 )

@@ -12,6 +12,7 @@ from leadsquared_provider.outcomes import Outcome
 if TYPE_CHECKING:
     from leadsquared_provider.run_params import RunParams
     from leadsquared_provider.state_store import StateStore
+    from leadsquared_provider.verification import VerifyParams
 
 # Leads this run did not reset and nobody else is resetting: they fail a batch's check and the run.
 FAILURE_OUTCOMES = (Outcome.FAILED, Outcome.AUTH_FAILED, Outcome.SKIPPED)
@@ -86,6 +87,45 @@ def verdict(summary: dict[str, Any], params: RunParams) -> None:
         )
 
 
+def add_verification(
+    store: StateStore, key: str, summary: dict[str, Any], verify: VerifyParams, *, finished: bool
+) -> None:
+    """Add the verify step's results: ``verification`` (counts, or why nothing was verified) and
+    ``still_present_leads`` (the first 10 leads still holding what their reset was to delete)."""
+    from leadsquared_provider.verification import verification_summary
+
+    part, still_present = verification_summary(
+        store,
+        key,
+        dry_run=summary["dry_run"],
+        queued=summary["counts"].get(Outcome.QUEUED, 0),
+        params=verify,
+        finished=finished,
+    )
+    summary["verification"] = part
+    summary["still_present_leads"] = still_present
+
+
+def verification_verdict(summary: dict[str, Any], verify: VerifyParams) -> None:
+    """Fail the run when more sampled leads than ``max_still_present`` still hold what their reset was to
+    delete, or when the verify step did not finish.
+
+    :raises ResetFailuresError: the run failed; the summary says why.
+    """
+    part = summary.get("verification") or {}
+    if "missing" in part:
+        raise ResetFailuresError(f"the resets were not verified: {part['missing']}")
+    still = part.get("still_present", 0)
+    if still > verify.max_still_present:
+        leads = ", ".join(row["lead_id"] for row in summary.get("still_present_leads", [])[:3])
+        raise ResetFailuresError(
+            f"{still} of {part['sampled']} sampled lead(s) still hold activities their reset was to delete, "
+            f"{verify.delay_seconds} s after the last reset was queued (over max_still_present="
+            f"{verify.max_still_present}): LeadSquared accepted these resets but did not carry them out "
+            f"(e.g. {leads}); see still_present_leads"
+        )
+
+
 def report_run(
     store: StateStore,
     key: str,
@@ -94,9 +134,13 @@ def report_run(
     push: Callable[[dict[str, Any]], None],
     effective_rate: Callable[[], float | None] = lambda: None,
     export: Callable[[], int] | None = None,
+    verify: VerifyParams | None = None,
+    verify_finished: bool = False,
 ) -> dict[str, Any]:
     """Summarise the run, close it for carry-over, export its audit if asked, push the summary, then judge it.
 
+    With ``verify`` (the verify step's params), the summary gains the step's results and the run fails when
+    too many sampled leads still hold their activities; ``verify_finished`` says the verify task finished.
     The summary is pushed before the verdict, so it can be read when the run failed.
     """
     from leadsquared_provider.report_format import format_report
@@ -107,10 +151,14 @@ def report_run(
         raise PlanError(f"run {key} has no plan (the plan task failed): nothing was sent") from None
     if not summary["dry_run"]:
         summary["effective_rate_per_window"] = effective_rate()
+    if verify is not None:
+        add_verification(store, key, summary, verify, finished=verify_finished)
     store.close_run(key, unresolved(summary))
     if export is not None:
         summary["audit_exported_rows"] = export()
     push(summary)
     log.info("\n%s", format_report(summary))
     verdict(summary, params)
+    if verify is not None:
+        verification_verdict(summary, verify)
     return summary

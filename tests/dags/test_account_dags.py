@@ -65,7 +65,8 @@ def test_two_accounts_give_two_dags_each_with_its_own_ids_and_pool(parse):
         (emea, "leadsquared_emea", "leadsquared_api_emea", "warehouse_default"),
     ]:
         tasks = {t.task_id: t for t in dag.tasks}
-        assert set(tasks) == {"plan", "reset_batch.reset", "reset_batch.check", "report"}
+        assert set(tasks) == {"plan", "reset_batch.reset", "reset_batch.check", "verify", "report"}
+        assert closure(tasks["verify"])["leadsquared_conn_id"] == conn_id  # reads with the account's own keys
         reset = tasks["reset_batch.reset"]
         assert (reset.leadsquared_conn_id, reset.pool, reset.state_conn_id) == (conn_id, pool, "leadsquared_state")
         assert {t.pool for t in dag.tasks} == {pool, "default_pool"}

@@ -37,9 +37,20 @@ def test_dags_have_tags_owner_retries_and_docs(dagbag):
 def test_reset_dag_shape(dagbag):
     dag = dagbag.dags["leadsquared_reset"]
     tasks = {t.task_id: t for t in dag.tasks}
-    assert set(tasks) == {"plan", "reset_batch.reset", "reset_batch.check", "report"}
+    assert set(tasks) == {"plan", "reset_batch.reset", "reset_batch.check", "verify", "report"}
     assert tasks["reset_batch.reset"].pool == "leadsquared_api"
     assert tasks["report"].trigger_rule == "all_done"
+    # verify runs after every batch, failed ones too, and waits between pokes without a worker slot.
+    verify = tasks["verify"]
+    assert verify.upstream_task_ids == {"reset_batch.check"} and verify.downstream_task_ids == {"report"}
+    assert (verify.trigger_rule, verify.mode, verify.poke_interval) == ("all_done", "reschedule", 60)
+    assert verify.pool == "default_pool"  # not in the batches' pool: it never waits behind them
+    assert {"verify_sample", "verify_delay_seconds", "max_still_present"} <= set(dag.params)
+    assert (dag.params["verify_sample"], dag.params["verify_delay_seconds"], dag.params["max_still_present"]) == (
+        20,
+        300,
+        0,
+    )
     assert tasks["reset_batch.reset"].map_index_template == "{{ batch_label }}"
     # Real data intervals (a plain cron string would give zero-length ones in Airflow 3).
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"

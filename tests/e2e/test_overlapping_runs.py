@@ -98,7 +98,9 @@ def test_backfill_overlapping_a_manual_run_resets_each_day_once(overlap):
     assert Counter(r["state"] for r in runs) == {"success": 3}
 
     calls = e2e.reset_calls()
-    accepted = Counter((c["lead_id"], c["body"]["FromDate"], c["body"]["ToDate"]) for c in calls if c["outcome"] == "queued")
+    accepted = Counter(
+        (c["lead_id"], c["body"]["FromDate"], c["body"]["ToDate"]) for c in calls if c["outcome"] == "queued"
+    )
     expected = Counter((lead, *utc_window(day)) for day in BACKFILL_DAYS for lead in by_day[day])
     assert accepted == expected  # the middle day's leads once, though two runs had them
     refused = [c for c in calls if c["outcome"] != "queued"]  # rate-limit answers are sent again by the same owner

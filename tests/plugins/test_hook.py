@@ -380,7 +380,9 @@ def test_insecure_host_is_refused_naming_host_and_extra(lsq_connection, host, ex
 def test_httphook_ways_around_the_budget_are_refused(served, lsq_connection, method, args, kwargs):
     hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(served.base_url))
 
-    with pytest.raises(UnbudgetedCallError, match=rf"{method}\(\) is refused.*reset_lead\(\) or get_user\(\)"):
+    with pytest.raises(
+        UnbudgetedCallError, match=rf"{method}\(\) is refused.*reset_lead\(\), get_activities\(\) or get_user\(\)"
+    ):
         getattr(hook, method)(*args, **kwargs)
     assert isinstance(UnbudgetedCallError("x"), NotImplementedError)
     assert served.calls() == []

@@ -24,29 +24,33 @@ START, END = datetime(2020, 10, 14, 18, 30, tzinfo=UTC), datetime(2020, 10, 15, 
 
 @pytest.mark.parametrize("run_type", ["scheduled", "backfill"])
 def test_interval_runs_reset_their_interval_to_the_last_second(run_type):
-    window = resolve_window(params={}, run_type=run_type, interval_start=START, interval_end=END)
-    scope = build_scope({"delete_notes": True}, window)
+    window = resolve_window(from_date=None, to_date=None, run_type=run_type, interval_start=START, interval_end=END)
+    scope = build_scope({"delete_notes": True}, window, allow_all_time=False)
     assert (scope.from_text, scope.to_text) == ("2020-10-14 18:30:00", "2020-10-15 18:29:59")
 
 
 def test_params_window_wins_and_manual_without_window_is_all_time():
     window = resolve_window(
-        params={"from_date": "2020-10-15T00:00:00+05:30", "to_date": "2020-10-16T23:59:59+05:30"},
+        from_date="2020-10-15T00:00:00+05:30",
+        to_date="2020-10-16T23:59:59+05:30",
         run_type="manual",
         interval_start=START,
         interval_end=END,
     )
-    scope = build_scope({"delete_notes": True}, window)
+    scope = build_scope({"delete_notes": True}, window, allow_all_time=False)
     assert (scope.from_text, scope.to_text) == ("2020-10-14 18:30:00", "2020-10-16 18:29:59")  # the seed's example
-    assert resolve_window(params={}, run_type="manual", interval_start=START, interval_end=END) == (None, None)
+    assert resolve_window(from_date=None, to_date=None, run_type="manual", interval_start=START, interval_end=END) == (
+        None,
+        None,
+    )
     with pytest.raises(PlanError, match="allow_all_time=true"):
-        build_scope({"delete_notes": True}, (None, None))
-    assert build_scope({"delete_notes": True, "allow_all_time": True}, (None, None)).from_date is None
+        build_scope({"delete_notes": True}, (None, None), allow_all_time=False)
+    assert build_scope({"delete_notes": True}, (None, None), allow_all_time=True).from_date is None
 
 
 def test_zero_length_interval_is_refused_with_the_fix_named():
     with pytest.raises(PlanError, match="CronDataIntervalTimetable"):
-        resolve_window(params={}, run_type="scheduled", interval_start=START, interval_end=START)
+        resolve_window(from_date=None, to_date=None, run_type="scheduled", interval_start=START, interval_end=START)
 
 
 def test_cleaning_trims_dedupes_and_sets_aside_non_guids():

@@ -1,4 +1,5 @@
-"""LeadSquaredHook: Lead.Reset through the account's shared rate budget, with classified answers.
+"""LeadSquaredHook: Lead.Reset (and the activity read that verifies it) through the account's shared rate
+budget, with classified answers.
 
 Built on the HTTP provider's ``HttpHook`` (its connection attributes, base URL and keep-alive adapter); what
 it changes is the session: keys travel only in the ``x-LSQ-AccessKey``/``x-LSQ-SecretKey`` headers (never in
@@ -16,13 +17,15 @@ import time
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from airflow.providers.http.hooks.http import HttpHook
 
 from leadsquared_provider import LeadSquaredSettings
 from leadsquared_provider.exceptions import (
+    ActivityReadError,
     InvalidConnection,
+    InvalidResetRequest,
     LeadSquaredAuthError,
     LeadSquaredError,
     RateBudgetError,
@@ -42,6 +45,7 @@ from leadsquared_provider.outcomes import (
     redacted,
 )
 from leadsquared_provider.rate_budget import RateBudget, account_tag
+from leadsquared_provider.reset_request import normalize_lead_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -51,10 +55,14 @@ if TYPE_CHECKING:
 
     from leadsquared_provider.reset_request import ResetRequest
 
-__all__ = ["LeadSquaredHook", "LeadSquaredSettings"]
+__all__ = ["ActivityReadError", "LeadSquaredHook", "LeadSquaredSettings"]
 
 RESET_ENDPOINT = "/v2/LeadManagement.svc/Lead.Reset"
 USER_ENDPOINT = "/v2/Authentication.svc/UserByAccessKey.Get"
+ACTIVITIES_ENDPOINT = "/v2/ProspectActivity.svc/Retrieve"
+ACTIVITY_PAGE_SIZE = 25  # the most ProspectActivity.Retrieve returns per call
+MAX_ACTIVITY_PAGES = 400  # 10,000 activities of one lead (and event code): more is refused, not read for hours
+MAX_ACTIVITY_READS = 3  # a lead whose activities change while they are paged through is read again from the start
 LOOPBACK_NAMES = frozenset({"localhost"})
 _KEY_FIELDS = {"login": "access key", "password": "secret key"}
 
@@ -69,6 +77,19 @@ class _Retry(Exception):
 
 class _Stopped(Exception):
     """Another call of this hook was refused for its keys or host while this one was retrying."""
+
+
+def _is_activities_body(body: dict[str, Any]) -> bool:
+    """ProspectActivity.Retrieve's success: an integer ``RecordCount`` and a list of activity objects."""
+    count = body.get("RecordCount")
+    activities = body.get("ProspectActivities")
+    return (
+        isinstance(count, int)
+        and not isinstance(count, bool)
+        and count >= 0
+        and isinstance(activities, list)
+        and all(isinstance(activity, dict) for activity in activities)
+    )
 
 
 @dataclass
@@ -276,7 +297,7 @@ class LeadSquaredHook(HttpHook):
     def _refuse(self, name: str) -> NoReturn:
         raise UnbudgetedCallError(
             f"LeadSquaredHook.{name}() is refused: it would skip the account's rate budget, the timeout and the "
-            "answer checks; call reset_lead() or get_user()"
+            "answer checks; call reset_lead(), get_activities() or get_user()"
         )
 
     def run(self, *args: Any, **kwargs: Any) -> NoReturn:
@@ -484,6 +505,87 @@ class LeadSquaredHook(HttpHook):
             raise LeadSquaredAuthError(described, status_code=answer.status_code, exception_type=answer.exception_type)
         if answer.kind is not AnswerClass.QUEUED or not isinstance(answer.payload, dict):
             raise LeadSquaredError(f"{described} (after {tally.attempts} attempt(s))")
+        return answer.payload
+
+    def get_activities(self, lead_id: str, event_code: int | None = None) -> list[dict[str, Any]]:
+        """The lead's activities (only those of ``event_code`` when given), as ``ProspectActivity.Retrieve``
+        answers them (``Id``, ``EventCode``, ``CreatedOn`` in UTC, ...), read 25 a call until ``RecordCount``.
+
+        Every call takes a unit of the account's budget and is retried like a reset (rate limits, timeouts,
+        5xx, and any answer that is not an object with an integer ``RecordCount`` and a list
+        ``ProspectActivities``). A lead whose count changes while it is paged through is read again.
+
+        :raises InvalidResetRequest: the lead id is not a GUID or the event code not a positive integer;
+            nothing is sent.
+        :raises LeadSquaredAuthError: keys, host or permission refused, or a redirect (this hook then stops,
+            as for resets).
+        :raises ActivityReadError: the lead is not found or the read refused (``final``), or no trusted
+            answer within the retry budget.
+        :raises RateBudgetError: the budget gave no unit.
+        """
+        lead = normalize_lead_id(lead_id)
+        if event_code is not None and (
+            isinstance(event_code, bool) or not isinstance(event_code, int) or event_code <= 0
+        ):
+            raise InvalidResetRequest(f"activity event code {event_code!r} must be a positive integer")
+        endpoint = f"{ACTIVITIES_ENDPOINT}?leadId={quote(lead)}"
+        parameter = {"ActivityEvent": event_code} if event_code is not None else {}
+        for _ in range(MAX_ACTIVITY_READS):
+            activities: list[dict[str, Any]] = []
+            total: int | None = None
+            for _page in range(MAX_ACTIVITY_PAGES):
+                body = {
+                    "Parameter": parameter,
+                    "Paging": {"Offset": str(len(activities)), "RowCount": str(ACTIVITY_PAGE_SIZE)},
+                }
+                page = self._activity_page(lead, endpoint, body)
+                if total is None:
+                    total = page["RecordCount"]
+                elif page["RecordCount"] != total:
+                    break  # activities came or went meanwhile: the offsets no longer hold
+                activities.extend(page["ProspectActivities"])
+                if len(activities) >= total or not page["ProspectActivities"]:
+                    break
+            else:
+                raise ActivityReadError(
+                    f"lead {lead}: more than {MAX_ACTIVITY_PAGES * ACTIVITY_PAGE_SIZE} activities"
+                    f"{f' of event code {event_code}' if event_code is not None else ''}: not read",
+                    lead_id=lead,
+                    status_code=200,
+                    exception_type=None,
+                    final=True,
+                )
+            if total is not None and len(activities) >= total:
+                return activities
+            self.log.info("lead %s: its activities changed while they were read; reading them again", lead)
+        raise ActivityReadError(
+            f"lead {lead}: its activities kept changing while they were read ({MAX_ACTIVITY_READS} reads)",
+            lead_id=lead,
+            status_code=200,
+            exception_type=None,
+            final=False,
+        )
+
+    def _activity_page(self, lead: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One page of ProspectActivity.Retrieve, through the budget and the retry rules."""
+        tally = _Tally()
+        try:
+            answer = self._call("POST", endpoint, body, _is_activities_body, tally)
+        except _Stopped:
+            raise self._stop_error("stopped") from None
+        said = f"{answer.exception_type}: {answer.message}" if answer.exception_type else answer.message
+        described = f"ProspectActivity.Retrieve of lead {lead} answered {answer.status_code or 'nothing'} ({said})"
+        if answer.kind is AnswerClass.AUTH_FAILED:
+            raise LeadSquaredAuthError(described, status_code=answer.status_code, exception_type=answer.exception_type)
+        if answer.kind is not AnswerClass.QUEUED:
+            final = answer.kind is AnswerClass.REJECTED
+            raise ActivityReadError(
+                self._clean(described if final else f"{described}: gave up after {tally.attempts} attempt(s)"),
+                lead_id=lead,
+                status_code=answer.status_code,
+                exception_type=answer.exception_type,
+                final=final,
+            )
         return answer.payload
 
     @staticmethod
