@@ -184,3 +184,42 @@ def test_sudden_jump_in_candidates_is_refused(plan, served):
         plan({**WINDOW, "lead_ids": many}, run_id="manual__big")
     assert staged(plan, "manual__big") == 0
     assert json.dumps(plan({**WINDOW, "lead_ids": many, "max_growth_factor": 200}, run_id="manual__big"))
+
+
+@pytest.mark.parametrize(
+    ("executor", "budget_url", "refused"),
+    [
+        pytest.param("CeleryExecutor", None, True, id="celery-default-budget"),
+        pytest.param("CeleryExecutor", "sqlite:////tmp/budget.sqlite", True, id="celery-sqlite-budget"),
+        pytest.param("LocalExecutor,CeleryExecutor", None, True, id="hybrid"),
+        pytest.param("CeleryExecutor", "redis", False, id="celery-redis-budget"),
+        pytest.param("LocalExecutor", None, False, id="local-default-budget"),
+    ],
+)
+def test_machine_local_budget_is_refused_under_a_distributed_executor(
+    plan, served, dag, lsq_connection, sqlite_warehouse, executor, budget_url, refused, request
+):
+    if budget_url == "redis":
+        budget_url = request.getfixturevalue("redis_server").url(3)
+    conn_id = lsq_connection(served.base_url, conn_id="budget_reach", rate_budget_url=budget_url)
+    merged = {name: param.value for name, param in dag.params.items()} | WINDOW
+    template = dag.get_template_env().get_template("candidates.sql")
+
+    def go() -> list[int]:
+        return plan_run(
+            RunIdentity(dag_id=dag.dag_id, run_id="manual__exec", run_type="manual"),
+            RunParams.from_params(merged),
+            render_query=lambda start, end: template.render(window_start=start, window_end=end),
+            warehouse_conn_id=sqlite_warehouse[0],
+            leadsquared_conn_id=conn_id,
+            state_conn_id=plan.state,
+            executor=executor,
+        )
+
+    if refused:
+        with pytest.raises(PlanError, match=r"rate_budget_url to a store every worker reaches \(redis://"):
+            go()
+        assert served.calls() == []  # refused before the keys check: nothing sent at all
+        assert staged(plan, "manual__exec") == 0
+    else:
+        assert go() == [1]
