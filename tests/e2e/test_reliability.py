@@ -60,8 +60,8 @@ def reliability(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
             + [(lead["ProspectId"], f"{CRASH_DAY} 10:00:00") for lead in crash_leads]
             + [(lead["ProspectId"], f"{CARRY_DAYS[i // 3]} 10:00:00") for i, lead in enumerate(carry_leads)]
             + [(MISSING_LEAD, f"{CARRY_DAYS[0]} 11:00:00")]
-            + [(lead["ProspectId"], f"{HOSTILE_DAY} 10:00:00") for lead in hostile_leads]
-            + [(MISSING_LEAD, f"{HOSTILE_DAY} 11:00:00")],
+            + [(MISSING_LEAD, f"{HOSTILE_DAY} 09:00:00")]  # sent first: before the redirect stops the run
+            + [(lead["ProspectId"], f"{HOSTILE_DAY} 10:00:00") for lead in hostile_leads],
         )
     conn.close()
     config = EmulatorConfig(rate_limit=100, rate_window_seconds=1.0, rate_limit_style="200", latency=(0.01, 0.05))
@@ -185,13 +185,15 @@ def test_sigkill_three_times_then_resume_loses_nothing(reliability):
         if state in ("success", "failed"):
             break
         time.sleep(2)
+    # As in the UI: clear the failed reset task with its downstream tasks (check, verify, report).
     e2e.stack.api(
         "POST",
         "/dags/leadsquared_reset/clearTaskInstances",
         json={
             "dry_run": False,
             "dag_run_id": run_id,
-            "only_failed": True,
+            "task_ids": ["reset_batch.reset"],
+            "only_failed": False,
             "reset_dag_runs": True,
             "include_downstream": True,
         },
@@ -268,11 +270,13 @@ def test_a_redirect_stops_the_run_keys_never_follow_and_not_found_is_rejected_on
     from lsq_emulator import run_emulator
 
     e2e = reliability
-    day_leads = sorted(
+    day_leads = [  # in the order the candidate query returns them, which is the order they are sent
         r[0]
-        for r in e2e.query("SELECT prospect_id FROM lsq_reset_requests WHERE requested_at LIKE ?", (f"{HOSTILE_DAY}%",))
+        for r in e2e.query(
+            "SELECT prospect_id FROM lsq_reset_requests WHERE requested_at LIKE ? ORDER BY rowid", (f"{HOSTILE_DAY}%",)
+        )
         if r[0] != MISSING_LEAD
-    )
+    ]
     with run_emulator() as elsewhere:  # "another host" that would gladly accept keys and resets
         e2e.emulator.clear_calls()
         e2e.emulator.configure(

@@ -82,7 +82,13 @@ def test_mariadb_warehouse_run_and_audit_export(mariadb_e2e):
     e2e.stack.api(
         "POST",
         "/dags/leadsquared_reset/clearTaskInstances",
-        json={"dry_run": False, "dag_run_id": run_id, "task_ids": ["report"], "reset_dag_runs": True},
+        json={
+            "dry_run": False,
+            "dag_run_id": run_id,
+            "task_ids": ["report"],
+            "only_failed": False,
+            "reset_dag_runs": True,
+        },
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
