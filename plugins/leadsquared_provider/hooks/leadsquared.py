@@ -487,6 +487,24 @@ class LeadSquaredHook(HttpHook):
             rate_limited_answers=tally.rate_limited,
         )
 
+    def _read(
+        self, method: str, endpoint: str, body: dict[str, Any] | None, accepts: Callable[..., bool], what: str
+    ) -> tuple[Answer, _Tally, str]:
+        """A read call through the budget and retry rules: its answer, tally and description.
+
+        :raises LeadSquaredAuthError: keys, host or permission refused, or a redirect (or the hook stopped).
+        """
+        tally = _Tally()
+        try:
+            answer = self._call(method, endpoint, body, accepts, tally)
+        except _Stopped:
+            raise self._stop_error("stopped") from None
+        said = f"{answer.exception_type}: {answer.message}" if answer.exception_type else answer.message
+        described = f"{what} answered {answer.status_code or 'nothing'} ({said})"
+        if answer.kind is AnswerClass.AUTH_FAILED:
+            raise LeadSquaredAuthError(described, status_code=answer.status_code, exception_type=answer.exception_type)
+        return answer, tally, described
+
     def get_user(self) -> dict[str, Any]:
         """The user the keys belong to (``UserByAccessKey.Get``), through the budget like every call.
 
@@ -494,15 +512,7 @@ class LeadSquaredHook(HttpHook):
         :raises RateBudgetError: the budget gave no unit.
         :raises LeadSquaredError: any other failure, after the retry budget.
         """
-        tally = _Tally()
-        try:
-            answer = self._call("GET", USER_ENDPOINT, None, is_user_body, tally)
-        except _Stopped:
-            raise self._stop_error("stopped") from None
-        said = f"{answer.exception_type}: {answer.message}" if answer.exception_type else answer.message
-        described = f"UserByAccessKey.Get answered {answer.status_code or 'nothing'} ({said})"
-        if answer.kind is AnswerClass.AUTH_FAILED:
-            raise LeadSquaredAuthError(described, status_code=answer.status_code, exception_type=answer.exception_type)
+        answer, tally, described = self._read("GET", USER_ENDPOINT, None, is_user_body, "UserByAccessKey.Get")
         if answer.kind is not AnswerClass.QUEUED or not isinstance(answer.payload, dict):
             raise LeadSquaredError(f"{described} (after {tally.attempts} attempt(s))")
         return answer.payload
@@ -568,15 +578,8 @@ class LeadSquaredHook(HttpHook):
 
     def _activity_page(self, lead: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         """One page of ProspectActivity.Retrieve, through the budget and the retry rules."""
-        tally = _Tally()
-        try:
-            answer = self._call("POST", endpoint, body, _is_activities_body, tally)
-        except _Stopped:
-            raise self._stop_error("stopped") from None
-        said = f"{answer.exception_type}: {answer.message}" if answer.exception_type else answer.message
-        described = f"ProspectActivity.Retrieve of lead {lead} answered {answer.status_code or 'nothing'} ({said})"
-        if answer.kind is AnswerClass.AUTH_FAILED:
-            raise LeadSquaredAuthError(described, status_code=answer.status_code, exception_type=answer.exception_type)
+        what = f"ProspectActivity.Retrieve of lead {lead}"
+        answer, tally, described = self._read("POST", endpoint, body, _is_activities_body, what)
         if answer.kind is not AnswerClass.QUEUED:
             final = answer.kind is AnswerClass.REJECTED
             raise ActivityReadError(
