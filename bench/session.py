@@ -3,7 +3,9 @@
 The stack's dags folder holds links to ``dags/leadsquared_reset.py`` (the product) and
 ``bench/dags/naive_http_reset.py`` (the naive design), so both run under the same scheduler, pool and
 executor. Connections that change between scenarios (the emulator's rate limit, its port) live in the
-metadata DB and are replaced through the REST API; the warehouse is an ``AIRFLOW_CONN_*`` variable.
+metadata DB and are replaced through the REST API; the warehouse (only read: the candidate query) and the
+DAG's state store (``leadsquared_state``: an SQLite file in the session's Airflow home, as ``devstack``
+sets it up) are ``AIRFLOW_CONN_*`` variables.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from bench.measure import RssSampler, parse_time, wait_until
 from bench.planning import write_sqlite_rows
-from devstack import AirflowStack, StackConfig, airflow_cli, free_port, prepare
+from devstack import AirflowStack, StackConfig, airflow_cli, free_port, prepare, state_db
 
 PROJECT = Path(__file__).resolve().parents[1]
 DAG_ID = "leadsquared_reset"
@@ -58,6 +60,7 @@ class BenchSession:
         self.out = out
         self.home = out / "airflow"
         self.warehouse = out / "warehouse.db"
+        self.state_db = state_db(self.home)  # runs, candidates, claims, audit (connection leadsquared_state)
         self.budget_url = f"sqlite:///{out / 'budget.sqlite'}"
         self.emulator_port = free_port()
         dags = out / "dags"
@@ -75,6 +78,9 @@ class BenchSession:
                 extra_env={
                     "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
                     "AIRFLOW_CONN_WAREHOUSE_DEFAULT": json.dumps({"conn_type": "sqlite", "host": str(self.warehouse)}),
+                    # devstack's default, set here so that an AIRFLOW_CONN_LEADSQUARED_STATE of the caller's
+                    # shell cannot point the bench at another store
+                    "AIRFLOW_CONN_LEADSQUARED_STATE": json.dumps({"conn_type": "sqlite", "host": str(self.state_db)}),
                 },
             )
         )
@@ -196,10 +202,10 @@ class BenchSession:
         return RssSampler(self.stack.procs["scheduler"].pid)
 
     def audit_times(self, dag_id: str, run_id: str) -> list[tuple[float | None, float | None, float | None]]:
-        """(started_at, finished_at, budget_wait) of each lead the run sent."""
+        """(started_at, finished_at, budget_wait) of each lead the run sent, from the state store's audit."""
         import sqlite3
 
-        conn = sqlite3.connect(self.warehouse)
+        conn = sqlite3.connect(f"file:{self.state_db}?mode=ro", uri=True, timeout=60)
         try:
             return conn.execute(
                 "SELECT started_at, finished_at, budget_wait FROM leadsquared_reset_audit "

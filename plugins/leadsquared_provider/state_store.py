@@ -12,6 +12,7 @@ minute for it), so concurrent task processes serialize their short transactions 
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -235,18 +236,33 @@ class StateStore:
         return found
 
     def stage_candidates(self, key: str, leads: Iterable[tuple[str, str]], chunk: int = 20_000) -> int:
-        """Replace the run's staged candidates with ``(lead_id, scope_key)`` pairs numbered from 1."""
+        """Replace the run's staged candidates with ``(lead_id, scope_key)`` pairs numbered from 1.
+
+        A million rows in seconds: PostgreSQL's COPY (psycopg 3), else the driver's executemany of the
+        INSERT that SQLAlchemy compiles for the table (SQLAlchemy's own bulk insert is 3-10x slower here).
+        """
+        c = t.candidates
+        rows = ((key, seq, lead_id, scope_key) for seq, (lead_id, scope_key) in enumerate(leads, start=1))
         count = 0
         with self._begin() as conn:
-            conn.execute(delete(t.candidates).where(t.candidates.c.run_key == key))
-            rows: list[dict[str, Any]] = []
-            for count, (lead_id, scope_key) in enumerate(leads, start=1):
-                rows.append({"run_key": key, "seq": count, "lead_id": lead_id, "scope_key": scope_key})
-                if len(rows) >= chunk:
-                    conn.execute(t.candidates.insert(), rows)
-                    rows = []
-            if rows:
-                conn.execute(t.candidates.insert(), rows)
+            conn.execute(delete(c).where(c.c.run_key == key))
+            cursor = conn.connection.driver_connection.cursor()
+            try:
+                if self.dialect == "postgresql" and hasattr(cursor, "copy"):
+                    columns = ", ".join(col.name for col in c.columns)
+                    with cursor.copy(f"COPY {c.name} ({columns}) FROM STDIN") as copy:
+                        for row in rows:
+                            copy.write_row(row)
+                            count += 1
+                    return count
+                statement = str(c.insert().compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True}))
+                positional = conn.dialect.positional
+                while part := list(itertools.islice(rows, chunk)):
+                    params = part if positional else [dict(zip(c.columns.keys(), row, strict=True)) for row in part]
+                    cursor.executemany(statement, params)
+                    count += len(part)
+            finally:
+                cursor.close()
         return count
 
     def carry_over(self, dag_id: str, key: str, max_runs: int = CARRY_OVER_MAX_RUNS) -> list[tuple[str, str]]:
@@ -393,10 +409,14 @@ class StateStore:
             "settled_at": None,
         }
         with self._begin() as conn:
+            # RETURNING, not rowcount: psycopg 3 reports -1 rows for INSERT ... ON CONFLICT DO NOTHING.
             inserted = conn.execute(
-                _insert(self.dialect, k).values(**row).on_conflict_do_nothing(index_elements=["lead_id", "scope_key"])
-            ).rowcount
-            if inserted == 1:
+                _insert(self.dialect, k)
+                .values(**row)
+                .on_conflict_do_nothing(index_elements=["lead_id", "scope_key"])
+                .returning(k.c.owner_id)
+            ).first()
+            if inserted is not None:
                 claim = Claim(ClaimStatus.OURS)
             else:
                 held = conn.execute(select(k).where(k.c.lead_id == lead_id, k.c.scope_key == scope_key)).first()

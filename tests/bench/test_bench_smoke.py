@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,9 @@ from bench.measure import (
     wall_figures,
     xcom_bytes,
 )
-from bench.planning import candidate_rows, lead_ids, measure_planning, write_sqlite_rows
-from bench.run import PARTS, explain_rate, render
+from bench.planning import candidate_rows, lead_ids, measure_planning, planning_state_db, write_sqlite_rows
+from bench.report import EARLIER_MARK, END_MARKER, explain_rate, render, write_results
+from bench.targets import DESIGN, PARTS
 
 RESET = "/v2/LeadManagement.svc/Lead.Reset"
 
@@ -126,34 +128,136 @@ def test_planning_probe_on_a_10000_row_sqlite_table(tmp_path: Path):
     assert (figures["batches"], figures["batch_size"]) == (50, 200)
     assert 0 < figures["query_and_cleaning_seconds"] <= figures["seconds"] < 30
     assert figures["rss_peak_bytes"] >= figures["rss_before_bytes"] > 0
-    assert 0 < figures["plan_xcom_bytes"] < 4096
-    with sqlite3.connect(warehouse) as db:
+    assert 0 < figures["staging_seconds"] <= figures["seconds"]
+    assert figures["state_store"] == "sqlite"
+    assert 0 < figures["plan_xcom_bytes"] < 4096  # the batch numbers only
+    with closing(sqlite3.connect(planning_state_db(tmp_path / "home"))) as db:  # staged in the state store
         assert db.execute("SELECT COUNT(*) FROM leadsquared_reset_candidates").fetchone() == (10_000,)
-    db.close()
+        assert db.execute("SELECT candidates, batches FROM leadsquared_reset_runs").fetchall() == [(10_000, 50)]
+    with closing(sqlite3.connect(warehouse)) as db:  # the warehouse is only read
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"lsq_reset_requests"}
+
+
+INFO = {
+    "machine": {
+        "nproc": 2,
+        "cpu": "cpu",
+        "memory_bytes": 2**31,
+        "python": "3.11",
+        "airflow": "3.3.2",
+        "os": "linux",
+        "load_average": [1.0, 1.0, 1.0],
+        "other_schedulers": 0,
+    },
+    "date": "today",
+    "args": "",
+}
+PARSE_RAW = {
+    "repeats": 9,
+    **{k: {"median": 0.04, "min": 0.03, "max": 0.05} for k in ("bare", "warm", "minimal_bare")},
+    "sdk_import_median": 1.5,
+}
 
 
 def test_results_render_with_a_failed_part_and_a_measured_one():
-    info = {
-        "machine": {
-            "nproc": 2,
-            "cpu": "cpu",
-            "memory_bytes": 2**31,
-            "python": "3.11",
-            "airflow": "3.3.2",
-            "os": "linux",
-            "load_average": [1.0, 1.0, 1.0],
-            "other_schedulers": 0,
-        },
-        "date": "today",
-        "args": "",
-    }
     results = {
-        "parse": {"title": "parse", "rows": [["x", "1 ms", "≤ 50 ms", "pass"]], "notes": ["a note"], "ok": True},
-        "2": {"title": "two", "error": "Traceback: boom", "ok": False},
+        "parse": {"title": "parse", "raw": PARSE_RAW, "ok": True, "design": DESIGN, "date": "d1"},
+        "2": {"title": "two", "error": "Traceback: boom", "ok": False, "design": DESIGN},
+        "4": {"title": "four", "rows": [["x", "1", "2", "3"]], "notes": ["an old note"], "ok": True},  # earlier
     }
-    text = render(results, info)
-    assert "| parse | parse |" in text and "**ERROR**" in text and "- a note" in text
-    assert set(PARTS) == {"parse", "planning", "1", "2", "3", "4"}
+    text = render(results, INFO)
+    assert "| parse | parse | d1 | pass |" in text and "**ERROR**" in text and "- an old note" in text
+    assert "`.venv/bin/python -m bench.run --only parse`" in text  # how to measure it again
+    four = text.split("## 4. four")[1]
+    assert EARLIER_MARK in four and EARLIER_MARK not in text.split("## 4. four")[0]
+    assert text.rstrip().endswith(END_MARKER)
+    assert set(PARTS) == {"parse", "planning", "state", "1", "2", "3", "4"}
+
+
+OTHERS = """## Shared accounts: our budget beside a co-tenant (`bench/cotenant.py`)
+
+Command: `.venv/bin/python -m bench.cotenant --write`.
+
+### co5. A co-tenant at 5 per 5 s
+
+| figure | measured |
+| --- | --- |
+| share | 0.8 |
+
+## Lead search (`bench/lead_search.py`)
+
+median 3 ms
+"""
+
+EARLIER = """# Benchmark results
+
+Old preamble.
+
+## Summary
+
+| part | what | measured | the issue's targets |
+| --- | --- | --- | --- |
+| parse | DAG file parse time | 2026-11-26 19:55 | **MISS** |
+| 2 | 2,000 leads at 100 per 5 s (a fast account) | 2026-11-26 20:02 | pass |
+
+## parse. DAG file parse time
+
+Measured 2026-11-26 19:55 by `python -m bench.run`.
+
+| figure | measured | target | verdict |
+| --- | --- | --- | --- |
+| parse | 74 ms | ≤ 50 ms | **MISS** |
+
+## 2. 2,000 leads at 100 per 5 s (a fast account)
+
+Measured 2026-11-26 20:02 by `python -m bench.run`.
+
+| figure | measured | target | verdict |
+| --- | --- | --- | --- |
+| ratio | 0.975 | ≥ 0.95 | pass |
+
+"""
+
+
+@pytest.mark.parametrize("marker", [False, True], ids=["as-appended-by-cotenant", "after-our-marker"])
+def test_rewriting_keeps_other_tools_sections_and_parts_not_measured_again(tmp_path: Path, marker: bool):
+    path = tmp_path / "RESULTS.md"
+    path.write_text(EARLIER + (END_MARKER + "\n\n" if marker else "") + OTHERS)
+    results = {"parse": {"title": "DAG file parse time", "raw": PARSE_RAW, "ok": True, "design": DESIGN, "date": "d"}}
+    write_results(results, INFO, path)
+    text = path.read_text()
+    ours, others = text.split(END_MARKER)
+    assert others.strip() == OTHERS.strip()  # kept as they were, after ours
+    assert (
+        ours.count("## parse. ") == 1 and "74 ms" not in ours and "| parse | DAG file parse time | d | pass |" in ours
+    )
+    assert "| 2 | 2,000 leads at 100 per 5 s (a fast account) | 2026-11-26 20:02 (earlier version) | pass |" in ours
+    kept = ours.split("## 2. ")[1]
+    assert "| ratio | 0.975 | ≥ 0.95 | pass |" in kept and EARLIER_MARK in kept
+    assert "Old preamble" not in text
+    write_results(results, INFO, path)  # a second time: the same document (nothing doubled)
+    assert path.read_text() == text
+
+
+def test_state_cost_probe_counts_two_transactions_per_lead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from bench.state_cost import send_batch, setup
+
+    state = tmp_path / "state.db"
+    monkeypatch.setenv("AIRFLOW_CONN_LEADSQUARED_STATE", json.dumps({"conn_type": "sqlite", "host": str(state)}))
+    assert setup("r1", batches=2, leads=30) == {"staged": 60, "dialect": "sqlite"}
+    figures = send_batch("r1", 2, start_at=None)
+    assert (figures["leads"], figures["not_ours"]) == (30, 0)
+    assert figures["per_lead"]["transactions"] == 2  # the claim (+ sending row), the outcome (+ settled claim)
+    assert figures["claim"] == {"transactions": 1, "statements": 2, "INSERT": 2}
+    assert figures["finish"] == {"transactions": 1, "statements": 2, "INSERT": 1, "UPDATE": 1}
+    assert figures["per_heartbeat"] == {"transactions": 1, "statements": 1, "UPDATE": 1}
+    assert 0 < figures["lead_ms"]["median"] <= figures["lead_ms"]["max"]
+    with closing(sqlite3.connect(state)) as db:
+        settled = db.execute("SELECT COUNT(*) FROM leadsquared_reset_claims WHERE settled_outcome = 'queued'")
+        assert settled.fetchone() == (30,)
+        outcomes = db.execute("SELECT outcome, COUNT(*) FROM leadsquared_reset_audit GROUP BY outcome").fetchall()
+    assert outcomes == [("queued", 30), ("sending", 4)]  # the 4 heartbeat claims stay in flight
 
 
 def test_naive_dag_maps_one_http_task_per_lead_in_the_pool():
