@@ -27,7 +27,7 @@ from bench.targets import OUT, RESULTS_MD, WINDOW
 
 LIMIT = 25
 SECTION_TITLE = "## Shared accounts under the scheduler: a DAG run beside a co-tenant (`bench/cotenant_dag.py`)"
-TARGET_ACCOUNT_SHARE, TARGET_REJECTED = 0.72, 0.03
+TARGET_OUR_SHARE, TARGET_REJECTED = 0.72, 0.03
 RESET_PATH = "/v2/LeadManagement.svc/Lead.Reset"
 
 
@@ -77,12 +77,17 @@ def measure(count: int, per_window: int, out: Path) -> dict[str, Any]:
 def render(fig: dict[str, Any]) -> str:
     rows = [
         [
-            "the whole account's admitted calls while our run sends, of the limit",
-            f"{fig['account_share']:.3f}",
-            f"≥ {TARGET_ACCOUNT_SHARE}",
-            verdict(fig["account_share"] >= TARGET_ACCOUNT_SHARE),
+            "our run's admitted calls, of the whole limit (0.9 of what the co-tenant leaves = 0.72)",
+            f"{fig['our_share']:.3f}",
+            f"≥ {TARGET_OUR_SHARE}",
+            verdict(fig["our_share"] >= TARGET_OUR_SHARE),
         ],
-        ["our run's admitted calls, of the limit", f"{fig['our_share']:.3f}", "reported", ""],
+        [
+            "the whole account's admitted calls (ours and the co-tenant's), of the limit",
+            f"{fig['account_share']:.3f}",
+            "reported",
+            "",
+        ],
         [
             "our calls answered rate-limited",
             f"{fig['our_rate_limited']} of {fig['our_calls']} ({fig['our_rate_limited_share']:.1%})",
