@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from sqlalchemy import MetaData, Table, and_, case, func, inspect, or_, select
+from sqlalchemy import and_, case, func, inspect, select
 
 from leadsquared_provider import state_schema as t
 from leadsquared_provider.outcomes import Outcome
@@ -47,14 +47,10 @@ OUTCOME_ORDER = (
     Outcome.DRY_RUN,
     *NOT_RESET,
 )
-# VERIFICATION: the verify step (leadsquared_provider.verification) writes one row per (run, sampled lead, scope)
-# to this table. The page shows it once the table exists and never creates it; it reflects the table, so it
-# needs only run_key, lead_id and a result column (VERIFICATION_RESULT_COLUMNS); other columns are shown as they
-# are (``*_at`` as UTC times).
-VERIFICATION_TABLE = "leadsquared_reset_verification"
-VERIFICATION_RESULT_COLUMNS = ("result", "outcome", "status", "verification")
+# The verify step (leadsquared_provider.verification) writes state_schema.verification; a store that no run of
+# a provider with that step has touched yet lacks the table, and the page (which never creates tables) says so.
 VERIFIED = "verified"
-_VERIFICATION_HIDDEN = frozenset({"run_key", "scope_key"})
+_VERIFICATION_SHOWN = ("lead_id", "result", "remaining_count", "remaining_ids", "message", "checked_at")
 
 _LEAD_COLUMNS = (
     "run_key",
@@ -339,23 +335,17 @@ def dags_with_runs(conn: Connection) -> list[str]:
 
 
 def verification(conn: Connection, key: str, *, page: int = 1, size: int = 25) -> Verification | None:
-    """The verification results of the run, or None while the verification table does not exist."""
-    if not inspect(conn).has_table(VERIFICATION_TABLE):
+    """The verification results of the run, or None while the store has no verification table yet."""
+    v = t.verification
+    if not inspect(conn).has_table(v.name):
         return None
-    table = Table(VERIFICATION_TABLE, MetaData(), autoload_with=conn)
-    names = [column.name for column in table.columns]
-    result_name = next((name for name in VERIFICATION_RESULT_COLUMNS if name in names), None)
-    if result_name is None or "run_key" not in names or "lead_id" not in names:
-        return Verification(result_column="", counts={}, not_verified=Page([], 0, 1, size), columns=names)
-    result = table.c[result_name]
-    counts = dict(conn.execute(select(result, func.count()).where(table.c.run_key == key).group_by(result)).all())
-    where = [table.c.run_key == key, or_(result.is_(None), result != VERIFIED)]
-    shown = [name for name in names if name not in _VERIFICATION_HIDDEN]
-    stmt = select(*(table.c[name] for name in shown)).where(*where).order_by(table.c.lead_id)
-    rows = _page(conn, stmt, select(func.count()).select_from(table).where(*where), page, size)
+    counts = conn.execute(select(v.c.result, func.count()).where(v.c.run_key == key).group_by(v.c.result)).all()
+    where = [v.c.run_key == key, v.c.result != VERIFIED]
+    stmt = select(*(v.c[name] for name in _VERIFICATION_SHOWN)).where(*where).order_by(v.c.lead_id)
+    rows = _page(conn, stmt, select(func.count()).select_from(v).where(*where), page, size)
     return Verification(
-        result_column=result_name,
-        counts={str(k): v for k, v in counts.items()},
+        result_column="result",
+        counts={str(k): n for k, n in counts},
         not_verified=rows,
-        columns=shown,
+        columns=list(_VERIFICATION_SHOWN),
     )
