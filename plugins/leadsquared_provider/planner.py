@@ -60,7 +60,7 @@ def check_credentials(hook: LeadSquaredHook) -> str:
     problem = hook.admin_problem(user)
     if problem:
         raise PlanError(f"connection {conn_id!r}: {problem}; no lead was sent")
-    return f"keys of {user.get('Name') or '?'} ({user.get('Role')}) accepted by {hook.base_url}"
+    return f"keys of {hook.user_name(user)} ({user.get('Role')}) accepted by {hook.base_url}"
 
 
 def check_budget_reach(hook: LeadSquaredHook, executor: str) -> None:
