@@ -32,7 +32,7 @@ def check_day_run(e2e, run_id: str, day: str, calls: list[dict]) -> None:
         assert audit[MISSING_LEAD][:3] == ("rejected", 400, "MXInvalidEntityReferenceException")
         for bad in INVALID_IDS:
             assert audit[bad][:3] == ("rejected", None, "InvalidLeadId")
-            assert audit[bad][6:] == (0, 0)
+            assert audit[bad][6:8] == (0, 0)
 
     summary = e2e.stack.xcom(run_id, "report")
     assert summary["counts"].get("queued") == len(queued)

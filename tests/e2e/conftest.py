@@ -37,8 +37,8 @@ class E2E:
 
     def audit(self, run_id: str) -> dict[str, tuple]:
         rows = self.state(
-            "SELECT lead_id, outcome, status_code, exception_type, batch, from_date, to_date, attempts, sends "
-            "FROM leadsquared_reset_audit WHERE run_key = ?",
+            "SELECT lead_id, outcome, status_code, exception_type, batch, from_date, to_date, attempts, sends, "
+            "possibly_repeated FROM leadsquared_reset_audit WHERE run_key = ?",
             (f"leadsquared_reset/{run_id}",),
         )
         return {r[0]: r[1:] for r in rows}

@@ -2,7 +2,8 @@
 
 Promise: every candidate lead ends a run with exactly one recorded outcome; a lead is `queued` in our audit
 if and only if the emulator queued it; no reset is accepted twice except the requests in flight when a
-process was killed; the report says how many were possibly repeated; keys never follow a redirect.
+process was killed, or whose success came back slower than our timeout (then the lead is reported
+possibly repeated); the report says how many were possibly repeated; keys never follow a redirect.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ FAULT_DAY, CRASH_DAY = "2026-10-01", "2026-10-02"  # UTC days in the warehouse t
 CARRY_DAYS = ("2026-10-03", "2026-10-04", "2026-10-05")
 HOSTILE_DAY = "2026-10-06"
 MAX_RETRIES = 3
+# A success the emulator is slow to answer under CI load must not look like a timeout fault: the client
+# waits TIMEOUT_SECONDS, far above the emulator's 10-50 ms, and a timeout fault hangs HANG_SECONDS past it.
+TIMEOUT_SECONDS, HANG_SECONDS = 2.0, 2.5
 # Answers that are no success and no verdict: retried, then `failed` (never `queued`).
 UNEXPLAINED = {
     "empty_object": 0.02,
@@ -71,7 +75,7 @@ def reliability(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         Scenario(per_day=1),
         config=config,
         extra_leads=fault_leads + crash_leads + carry_leads + hostile_leads,
-        timeout_seconds=0.5,
+        timeout_seconds=TIMEOUT_SECONDS,
         max_retries=MAX_RETRIES,
         max_rate_limit_waits=100,
         backoff_initial_seconds=0.05,
@@ -101,7 +105,7 @@ def test_fault_matrix_every_lead_one_outcome_none_accepted_twice(reliability):
         fault_html_rate=0.02,
         rate_limit_burst_rate=0.01,
         hostile_rates=UNEXPLAINED,
-        hang_seconds=1.0,
+        hang_seconds=HANG_SECONDS,
         seed=5,
     )
     try:
@@ -116,18 +120,30 @@ def test_fault_matrix_every_lead_one_outcome_none_accepted_twice(reliability):
             rate_limit_burst_rate=0,
             hostile_rates={},
         )
-    time.sleep(1.5)  # let the last hung requests finish on the emulator's side
+    time.sleep(HANG_SECONDS + 0.5)  # let the last hung requests finish on the emulator's side
 
     audit = e2e.audit(run_id)
     calls = calls_by_lead(e2e)
     assert len(audit) == FAULT_LEADS
     outcomes = Counter(row[0] for row in audit.values())
     assert set(outcomes) <= {"queued", "failed"}, outcomes
-    stats = e2e.emulator.stats()
-    assert max(stats["accepted_by_lead"].values()) == 1  # no reset accepted twice
+    accepted = e2e.emulator.stats()["accepted_by_lead"]
     seen = Counter(c["outcome"] for lead_calls in calls.values() for c in lead_calls)
     assert {"fault_5xx", "timeout", "dropped", "html", "rate_limited", *UNEXPLAINED} <= set(seen), seen
+    # The one way a reset is accepted twice here: LeadSquared queued it but its answer came back after our
+    # timeout, so the client could not know and sent again. Such a lead must be reported possibly repeated.
+    unseen_successes = {
+        lead
+        for lead, lead_calls in calls.items()
+        if any(c["outcome"] == "queued" and c["duration"] >= TIMEOUT_SECONDS for c in lead_calls)
+    }
+    twice = {lead for lead, n in accepted.items() if n > 1}
+    assert twice <= unseen_successes, twice - unseen_successes
+    assert all(audit[lead][8] for lead in unseen_successes)  # flagged possibly repeated
+    assert len(unseen_successes) <= FAULT_LEADS // 100, unseen_successes
     for lead_id, row in audit.items():
+        if lead_id in unseen_successes:
+            continue  # checked above; the strict rules below hold for every answer the client could read
         lead_calls = calls[lead_id]
         faults = [c for c in lead_calls if c["outcome"] in TRANSIENT]
         queued = [c for c in lead_calls if c["outcome"] == "queued"]
@@ -136,6 +152,7 @@ def test_fault_matrix_every_lead_one_outcome_none_accepted_twice(reliability):
         assert (row[0] == "queued") == any(c["reset_state"] not in (None, "not_queued") for c in lead_calls)
         if row[0] == "queued":
             assert len(queued) == 1 and len(faults) <= MAX_RETRIES
+            assert accepted[lead_id] == 1  # no reset accepted twice
         else:  # failed: exactly the leads whose fault outlasted the retry budget
             assert queued == [] and len(faults) == MAX_RETRIES + 1
     failed = [lead for lead, row in audit.items() if row[0] == "failed"]
@@ -144,7 +161,7 @@ def test_fault_matrix_every_lead_one_outcome_none_accepted_twice(reliability):
     assert {r["lead_id"] for r in summary["first_failed"]} <= set(failed)
     # Each names its reason; attempts count rate-limited sends too, which are not failures.
     assert all(re.match(r"gave up after \d+ attempt\(s\): ", r["message"]) for r in summary["first_failed"])
-    print(f"\nfault matrix: {dict(outcomes)}; emulator saw {dict(seen)}")
+    print(f"\nfault matrix: {dict(outcomes)}; emulator saw {dict(seen)}; slow successes: {len(unseen_successes)}")
 
 
 def _task_process(e2e: E2E, run_id: str) -> psutil.Process | None:
