@@ -147,8 +147,9 @@ def explain_other_calls(fig: dict[str, Any], target: float) -> str | None:
         + ", ".join(f"{n} {name}" for name, n in calls["others_in_reset_span"].items())
         + f"), which take units of the same budget. Every call counted, the account used {calls['span_ratio']:.3f} "
         f"of its limit over that span. The `Retrieve` calls are the `verify` task of the runs that finished "
-        f"first (a sample of 20 leads x 2 event codes = 40 reads per run, about {40 / rate['limit_per_second']:.0f} "
-        "s of the account's budget each), read while the last run was still resetting."
+        f"first (a sample of 20 leads, one call each when a lead's activities fit one page: about "
+        f"{20 / rate['limit_per_second']:.0f} s of the account's budget per run), read while the last run was "
+        "still resetting."
     )
 
 

@@ -190,9 +190,9 @@ def leadsquared_reset(account: Account) -> DAG:
                 maximum=MAX_VERIFY_SAMPLE,
                 title="Queued leads to read back (0: no verification)",
                 description="After the batches, this many of the run's queued leads (random, the same on a re-run) "
-                "are read back to check that LeadSquared carried their resets out. 20 leads cost about 40 calls "
-                "(one per event code), a few seconds of the rate budget, and catch a reset queue that drops "
-                "1 lead in 10 with 88 % certainty (1 - 0.9^20); one that drops them all, for sure.",
+                "are read back to check that LeadSquared carried their resets out. 20 leads cost about 20 calls "
+                "(one per lead with up to 25 activities), a few seconds of the rate budget, and catch a reset queue "
+                "that drops 1 lead in 10 with 88 % certainty (1 - 0.9^20); one that drops them all, for sure.",
             ),
             "verify_delay_seconds": Param(
                 DEFAULT_VERIFY_DELAY_SECONDS,

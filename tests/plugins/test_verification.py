@@ -116,6 +116,59 @@ def test_a_lead_without_activities_takes_one_call(served, hook):
     assert len(retrieve_calls(served)) == 1
 
 
+def test_several_codes_take_one_unfiltered_call_when_the_lead_has_at_most_25_activities(served, hook):
+    lead_id = new_lead_id()
+    served.add_leads([bounds_lead(lead_id)])
+
+    found = hook.get_activities_of(lead_id, [166, 167])
+
+    assert sorted((code, a["Id"]) for code, a in found) == [
+        (166, "after-to"),
+        (166, "at-from"),
+        (166, "before-from"),
+        (167, "at-to"),
+        (167, "inside"),
+    ]  # the other code's activity is left out
+    assert [(c["body"]["Parameter"], c["body"]["Paging"]["Offset"]) for c in retrieve_calls(served)] == [({}, "0")]
+
+
+@pytest.mark.parametrize(
+    ("others", "expected"),
+    [
+        # 10 + 10 of the codes and 40 others: 60 activities, 3 pages; 2 more calls <= 2 codes: read on unfiltered
+        pytest.param(40, [({}, "0"), ({}, "25"), ({}, "50")], id="unfiltered-is-cheaper"),
+        # 10 + 10 and 200 others: 9 pages; 8 more calls > 2 codes: one read per code instead, in the order given
+        pytest.param(200, [({}, "0"), ({"ActivityEvent": 167}, "0"), ({"ActivityEvent": 166}, "0")], id="by-code"),
+    ],
+)
+def test_a_lead_with_many_activities_is_read_whichever_way_takes_fewer_calls(served, hook, others, expected):
+    lead_id = new_lead_id()
+    mine = [activity(code, f"2026-05-02 0{n}:00:00") for code in (166, 167) for n in range(10)]
+    other = [activity(200, "2026-05-02 06:00:00") for _ in range(others)]
+    served.add_leads([lsq_lead(lead_id, {"activities": [*other[: others // 2], *mine, *other[others // 2 :]]})])
+
+    found = hook.get_activities_of(lead_id, [167, 166, 167])
+
+    assert sorted(a["Id"] for _, a in found) == sorted(a["Id"] for a in mine)
+    assert all(a["EventCode"] == code for code, a in found)
+    assert [(c["body"]["Parameter"], c["body"]["Paging"]["Offset"]) for c in retrieve_calls(served)] == expected
+
+
+def test_an_unfiltered_activity_without_a_readable_code_makes_the_read_go_code_by_code(scripted, lsq_connection):
+    inside = {"Id": "x", "CreatedOn": FROM}  # no EventCode: it might be one of the scope's codes
+    server = scripted(
+        Reply(200, {"RecordCount": 1, "ProspectActivities": [inside]}),
+        Reply(200, {"RecordCount": 1, "ProspectActivities": [inside]}),  # asked for 166: the API filtered
+        Reply(200, {"RecordCount": 0, "ProspectActivities": []}),
+    )
+    hook = test_answers.hook_for(lsq_connection, server)
+
+    found = hook.get_activities_of(new_lead_id(), [166, 167])
+
+    assert found == [(166, inside)]
+    assert [json_body(r)["Parameter"] for r in server.requests] == [{}, {"ActivityEvent": 166}, {"ActivityEvent": 167}]
+
+
 @pytest.mark.parametrize(
     ("lead_id", "event_code"),
     [
@@ -297,7 +350,9 @@ def test_more_than_25_remaining_activities_are_all_counted(served, hook):
 
     assert (check.result, check.remaining_count) == (Check.STILL_PRESENT, 40)
     assert set(check.remaining_ids) == {a["Id"] for a in inside}
-    assert len(retrieve_calls(served)) == 1 + 2  # code 166: one empty page; code 167: 25 + 15
+    # 40 activities: the unfiltered first page then one more page (2 calls left <= 2 codes: not code by code)
+    assert [c["body"]["Paging"]["Offset"] for c in retrieve_calls(served)] == ["0", "25"]
+    assert [c["body"]["Parameter"] for c in retrieve_calls(served)] == [{}, {}]
 
 
 @pytest.mark.parametrize(
@@ -418,8 +473,8 @@ def test_verify_reads_the_sample_until_the_delay_then_the_report_fails_on_still_
     late = verify_run(store, RUN, params, hook_factory=lambda: hook, now=lambda: last + 301)
 
     assert early.done is False  # some leads still hold activities and LeadSquared has time left
-    assert first_reads == 8 * 2  # every sampled lead, once per event code
-    assert len(retrieve_calls(served)) == first_reads + 3 * 2  # only the leads not verified yet are read again
+    assert first_reads == 8  # every sampled lead, one call each (its 6 activities fit one unfiltered page)
+    assert len(retrieve_calls(served)) == first_reads + 3  # only the leads not verified yet are read again
     assert late.done is True
     assert late.status == {
         "sampled": 8,
