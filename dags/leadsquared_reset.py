@@ -54,8 +54,8 @@ from airflow.sdk import (
 from leadsquared_provider.accounts import Account, accounts_file, load_accounts
 from leadsquared_provider.notifications.run_report import RunReportNotifier
 from leadsquared_provider.operators.reset import LeadSquaredResetOperator
-from leadsquared_provider.run_params import DEFAULT_MAX_REJECTED_SHARE
-from leadsquared_provider.verification import (
+from leadsquared_provider.run_params import (
+    DEFAULT_MAX_REJECTED_SHARE,
     DEFAULT_MAX_STILL_PRESENT,
     DEFAULT_VERIFY_DELAY_SECONDS,
     DEFAULT_VERIFY_SAMPLE,

@@ -15,6 +15,11 @@ from leadsquared_provider.exceptions import InvalidConnection
 
 __version__ = "0.1.0"
 
+# The state store's connection (sqlite or postgres) unless a DAG names another. Here, not in `state_store`,
+# so that the DAG file and the operator's module name it without importing the store (and SQLAlchemy's
+# statements) at every parse.
+DEFAULT_STATE_CONN_ID = "leadsquared_state"
+
 _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})
 

@@ -13,9 +13,7 @@ Budgets need nothing here: each connection's calls are paced by the budget of it
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import difflib
 import json
 import os
 import re
@@ -233,6 +231,8 @@ def _load(path: Path, sql_dir: Path | None, problems: _Problems) -> list[Account
 
 def _known(unknown: Any, known: Sequence[str]) -> str:
     """``did you mean 'pool'?`` for a likely typo, else the known names."""
+    import difflib  # only for a mistake: the DAG file imports this module at every parse
+
     close = difflib.get_close_matches(str(unknown), known, n=1)
     return f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
 
@@ -413,6 +413,8 @@ def _check_unique(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="python -m leadsquared_provider.accounts",
         description="Validate the LeadSquared accounts file and write its pools for `airflow pools import`.",

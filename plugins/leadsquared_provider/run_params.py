@@ -14,6 +14,15 @@ from leadsquared_provider.exceptions import PlanError
 # the candidates, so a low share would cry wolf; when half the ids are refused, the query reads the wrong
 # column, account or region, or stale ids: someone must look before the next run.
 DEFAULT_MAX_REJECTED_SHARE = 0.5
+# Verification's params (the DAG's trigger form says why). Here, not in `verification`, so that the DAG file
+# reads them without importing what the verify task needs: the dag-processor parses the file every 30 s.
+DEFAULT_VERIFY_SAMPLE = 20
+DEFAULT_VERIFY_DELAY_SECONDS = 300
+DEFAULT_MAX_STILL_PRESENT = 0
+MAX_VERIFY_SAMPLE = 1000  # 1000 reads (a lead with <= 25 activities): ~3.5 min at 25 calls / 5 s
+MAX_VERIFY_DELAY_SECONDS = 6 * 3600
+# Between two pokes of the verify task (Airflow advises at least a minute for sensors in reschedule mode).
+POKE_INTERVAL_SECONDS = 60
 
 
 def _flag(params: Mapping[str, Any], name: str, default: bool) -> bool:

@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, exists, func, literal, or_, select, update
 
+from leadsquared_provider import DEFAULT_STATE_CONN_ID
 from leadsquared_provider import state_schema as t
 from leadsquared_provider.outcomes import SETTLED_OUTCOMES, UNRESOLVED_OUTCOMES, Outcome, ResetResult, redacted
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
-STATE_CONN_ID = "leadsquared_state"
+STATE_CONN_ID = DEFAULT_STATE_CONN_ID
 CARRY_OVER_MAX_RUNS = 3
 # A run whose report never ran is closed for carry-over once it is this old (its tasks are long gone).
 STALE_RUN_SECONDS = 24 * 3600

@@ -32,6 +32,13 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from leadsquared_provider.exceptions import LeadSquaredAuthError, PlanError, RateBudgetError
+from leadsquared_provider.run_params import (
+    DEFAULT_MAX_STILL_PRESENT,
+    DEFAULT_VERIFY_DELAY_SECONDS,
+    DEFAULT_VERIFY_SAMPLE,
+    MAX_VERIFY_DELAY_SECONDS,
+    MAX_VERIFY_SAMPLE,
+)
 
 if TYPE_CHECKING:
     from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
@@ -39,14 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The params' defaults; the DAG's trigger form says why.
-DEFAULT_VERIFY_SAMPLE = 20
-DEFAULT_VERIFY_DELAY_SECONDS = 300
-DEFAULT_MAX_STILL_PRESENT = 0
-MAX_VERIFY_SAMPLE = 1000  # 1000 reads (a lead with <= 25 activities): ~3.5 min at 25 calls / 5 s
-MAX_VERIFY_DELAY_SECONDS = 6 * 3600
-# Between two pokes of the verify task (Airflow advises at least a minute for sensors in reschedule mode).
-POKE_INTERVAL_SECONDS = 60
 SHOWN_IDS = 10  # ids of remaining activities per lead in the summary (the table keeps more)
 
 

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from leadsquared_provider.planning import batch_label
-from leadsquared_provider.state_store import STATE_CONN_ID
+from leadsquared_provider import DEFAULT_STATE_CONN_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -49,7 +48,7 @@ class LeadSquaredResetOperator(BaseOperator):
         *,
         batch: int | str,
         leadsquared_conn_id: str = "leadsquared_default",
-        state_conn_id: str = STATE_CONN_ID,
+        state_conn_id: str = DEFAULT_STATE_CONN_ID,
         max_in_flight: int | str = 4,
         claim_ttl_seconds: float = 30.0,
         progress_every_seconds: float = 10.0,
@@ -68,6 +67,7 @@ class LeadSquaredResetOperator(BaseOperator):
 
         from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
         from leadsquared_provider.outcomes import Outcome, ResetResult
+        from leadsquared_provider.planning import batch_label
         from leadsquared_provider.reset_request import ResetScope
         from leadsquared_provider.sender import BatchSender, owner_for
         from leadsquared_provider.state_store import BatchScope, StateStore, run_key

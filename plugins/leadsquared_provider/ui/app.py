@@ -31,6 +31,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from leadsquared_provider import DEFAULT_STATE_CONN_ID
 from leadsquared_provider.ui import NAV_ROUTE, RUN_TAB_ROUTE, URL_PREFIX, chart, pages, queries
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ PageSize = Annotated[int, Query(ge=1, le=200)]
 # A run's pages: may the user read the runs of the DAG in the path (the api-server's own dependency).
 RUN_ACCESS = [Depends(requires_access_dag("GET", DagAccessEntity.RUN))]
 
-STATE_CONN_ID = "leadsquared_state"
+STATE_CONN_ID = DEFAULT_STATE_CONN_ID
 LEADSQUARED_CONN_ID = "leadsquared_default"
 NOT_RESET_PAGE, REPEATED_PAGE, HISTORY_PAGE, RUNS_PAGE = 25, 25, 20, 10
 _RATE_EXTRAS = ("rate_limit", "rate_window_seconds", "rate_share")
