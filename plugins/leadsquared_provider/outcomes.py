@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
@@ -219,6 +219,15 @@ def is_queued_body(body: dict[str, Any]) -> bool:
 def is_user_body(body: dict[str, Any]) -> bool:
     """UserByAccessKey.Get's success: a user object (it has no ``Status``), not an error object."""
     return _status_of(body) in ("", "success") and "ExceptionType" not in body and ("Role" in body or "Id" in body)
+
+
+def activity_event_code(activity: Mapping[str, Any], default: int | None = None) -> int | None:
+    """An activity's ``EventCode`` as a number (the API may give it as text); ``default`` when the answer
+    leaves it out (a read filtered by that code); None when it is unreadable."""
+    code = activity.get("EventCode", default)
+    if isinstance(code, str) and code.strip().isdigit():
+        return int(code.strip())
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
 def _excerpt(body_text: str) -> str:

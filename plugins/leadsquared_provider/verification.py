@@ -32,6 +32,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from leadsquared_provider.exceptions import LeadSquaredAuthError, PlanError, RateBudgetError
+from leadsquared_provider.outcomes import activity_event_code
 from leadsquared_provider.run_params import (
     DEFAULT_MAX_STILL_PRESENT,
     DEFAULT_VERIFY_DELAY_SECONDS,
@@ -147,14 +148,6 @@ class ScopeWindow:
         return f"event code(s) {', '.join(map(str, self.event_codes))} created {start} .. {end} UTC"
 
 
-def _event_code(activity: Mapping[str, Any], asked: int) -> int | None:
-    """The activity's ``EventCode``; the code asked for when the answer leaves it out (the API filtered)."""
-    code = activity.get("EventCode", asked)
-    if isinstance(code, str) and code.strip().isdigit():
-        return int(code.strip())
-    return code if isinstance(code, int) and not isinstance(code, bool) else None
-
-
 @dataclass(frozen=True)
 class LeadCheck:
     """One (lead, scope) read back: its check, what remains of what the reset was to delete, and why."""
@@ -196,7 +189,7 @@ def classify(
         if activity_id != "?" and activity_id in seen:
             continue  # read twice (several codes, or pages that overlapped)
         seen.add(activity_id)
-        if _event_code(activity, asked) not in window.event_codes:
+        if activity_event_code(activity, asked) not in window.event_codes:
             others += 1
             continue
         created = parse_created_on(activity.get("CreatedOn"))

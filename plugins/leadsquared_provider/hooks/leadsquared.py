@@ -40,6 +40,7 @@ from leadsquared_provider.outcomes import (
     AnswerClass,
     Outcome,
     ResetResult,
+    activity_event_code,
     answer_text,
     classify_answer,
     is_queued_body,
@@ -117,14 +118,6 @@ def _activity_body(event_code: int | None, offset: int) -> dict[str, Any]:
         "Parameter": {"ActivityEvent": event_code} if event_code is not None else {},
         "Paging": {"Offset": str(offset), "RowCount": str(ACTIVITY_PAGE_SIZE)},
     }
-
-
-def _activity_code(activity: dict[str, Any]) -> int | None:
-    """An activity's ``EventCode`` as a number (the API may give it as text), else None."""
-    code = activity.get("EventCode")
-    if isinstance(code, str) and code.strip().isdigit():
-        return int(code.strip())
-    return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
 def _is_loopback(host: str) -> bool:
@@ -577,7 +570,7 @@ class LeadSquaredHook(HttpHook):
         if len(codes) > 1:
             found = self._unfiltered_if_cheaper(lead, len(codes))
             if found is not None:
-                return [(code, a) for a in found if (code := _activity_code(a)) is not None and code in codes]
+                return [(code, a) for a in found if (code := activity_event_code(a)) is not None and code in codes]
         return [(code, activity) for code in codes for activity in self._read_activities(lead, code)]
 
     def _unfiltered_if_cheaper(self, lead: str, reads_by_code: int) -> list[dict[str, Any]] | None:
@@ -589,7 +582,7 @@ class LeadSquaredHook(HttpHook):
         if calls_left > reads_by_code:
             return None
         found = self._read_activities(lead, None, first=first)  # no further call when the first page holds all
-        return found if all(_activity_code(a) is not None for a in found) else None
+        return found if all(activity_event_code(a) is not None for a in found) else None
 
     def _read_activities(
         self, lead: str, event_code: int | None, first: dict[str, Any] | None = None
