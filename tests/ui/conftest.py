@@ -131,10 +131,37 @@ def ui_context(browser: Any, finished_run: FinishedRun) -> Iterator[Any]:
     context.close()
 
 
+# The UI keeps a DAG's task group ids in localStorage ("<dag_id>/all-groups") and refreshes them from the
+# structure it fetches. On a page opened with the ids already stored, it first clears them (nothing fetched
+# yet), and when the structure arrives between that clear and its render (the query's update renders first),
+# the clear lands last: the grid has no group ids, so no "Expand all task groups" button, until a reload.
+# Each page therefore starts without them, as on a first visit (the list is rebuilt from the structure).
+FORGET_GROUP_IDS = """
+for (const key of Object.keys(localStorage)) if (key.endsWith("/all-groups")) localStorage.removeItem(key);
+"""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[Any]:
+    """Keep each phase's report on the test item, so a fixture can tell that its test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def page(ui_context: Any) -> Iterator[Any]:
+def page(ui_context: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A new tab; when its test fails, its URL, text and a screenshot are kept as evidence of what it showed."""
     page = ui_context.new_page()
+    page.add_init_script(FORGET_GROUP_IDS)
     yield page
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        evidence = Path(request.config.rootpath) / "test-artifacts" / f"{request.node.name}.png"
+        evidence.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(evidence))
+        text = page.locator("body").inner_text(timeout=10_000)[:3000]
+        print(f"failed on {page.url}; screenshot {evidence}; the page's text:\n{text}")
     page.close()
 
 
