@@ -163,6 +163,15 @@ class Emulator:
             found = self._store.resets(time.monotonic())
             return [r.public() for r in found if state is None or r.state == state]
 
+    def freeze(self, seconds: float) -> None:
+        """Stall the whole server for ``seconds`` (a long GC pause, an overloaded host): every call waits,
+        and calls sent meanwhile are carried out after it, though their clients may have timed out.
+
+        Calls are decided on the server's event loop under this lock, so holding it stalls the loop.
+        """
+        with self._lock:
+            time.sleep(seconds)
+
     def clear_calls(self) -> None:
         """Empty the call log (and so the stats); rate-limit windows and leads are kept."""
         with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 
 import pytest
@@ -54,6 +55,25 @@ def test_timeout_fault_answers_504_after_hanging():
         assert response.status_code == 504
         assert _notes_left(emu) == 2
         assert emu.calls()[-1]["duration"] >= 0.3
+
+
+def test_a_frozen_server_carries_out_a_reset_its_client_gave_up_on():
+    """What a stalled server means for a client: no answer within its timeout, yet the reset is accepted."""
+    with run_emulator(config(), leads=[make_lead()]) as emu:
+        freezer = threading.Thread(target=emu.freeze, args=(1.0,))
+        freezer.start()
+        time.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            post_reset(emu, NOTES_RESET, timeout=0.5)
+        assert time.monotonic() - started < 0.9  # the client gave up while the server was frozen
+        freezer.join()
+
+        deadline = time.monotonic() + 5
+        while _notes_left(emu) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _notes_left(emu) == 0  # carried out after the freeze all the same
+        assert [c["outcome"] for c in emu.calls()] == ["queued"]
 
 
 def test_drop_fault_breaks_the_connection_mid_response():

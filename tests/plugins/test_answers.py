@@ -7,7 +7,6 @@ a scripted ``http.server`` on 127.0.0.1 that records every request it gets.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -502,8 +501,7 @@ def test_unexpected_error_while_sending_is_a_failed_result(scripted, lsq_connect
     assert "something odd about this lead" in result.message
 
 
-def test_answer_echoing_the_secret_is_redacted(scripted, lsq_connection, caplog):
-    caplog.set_level(logging.DEBUG)
+def test_answer_echoing_the_secret_is_redacted(scripted, lsq_connection, logged):
     echo = f"keys {ADMIN_ACCESS} / {ADMIN_SECRET} are not valid for this lead"
     server = scripted(Reply(500, error("MXException", echo)), Reply(400, error("MXInvalidInputException", echo)))
     hook = hook_for(lsq_connection, server)
@@ -512,7 +510,9 @@ def test_answer_echoing_the_secret_is_redacted(scripted, lsq_connection, caplog)
 
     assert result.outcome is Outcome.REJECTED
     assert "not valid for this lead" in result.message
-    for text in (result.message, repr(result), caplog.text):
+    log = logged()
+    assert "attempt 1, answered 500 (server error 500: keys" in log  # the echo was logged, redacted
+    for text in (result.message, repr(result), log):
         assert ADMIN_SECRET not in text and ADMIN_ACCESS not in text
     assert server.requests[0]["headers"]["x-LSQ-SecretKey"] == ADMIN_SECRET  # it was sent, in the header only
 

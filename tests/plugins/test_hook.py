@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -168,7 +168,9 @@ def test_auth_failure_is_sent_once_then_nothing_more(
         pytest.param({"fault_timeout_rate": 1.0, "hang_seconds": 1.5}, "ReadTimeout", id="timeout"),
     ],
 )
-def test_transient_answers_retry_up_to_the_budget_then_fail(served, lsq_connection, lead_id, fault, exception_type):
+def test_transient_answers_retry_up_to_the_budget_then_fail(
+    served, lsq_connection, lead_id, fault, exception_type, logged
+):
     served.configure(**fault)
     hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(served.base_url, max_retries=2, timeout_seconds=0.5))
 
@@ -183,6 +185,9 @@ def test_transient_answers_retry_up_to_the_budget_then_fail(served, lsq_connecti
         assert result.exception_type in (exception_type, "ConnectionError")
     assert len(reset_calls(served)) == 3
     assert served.stats()["accepted_by_lead"].get(lead_id, 0) == 0
+    # Each resend is logged with its lead and the attempt whose answer could not be used.
+    resends = re.findall(r"(Lead\.Reset of lead \S+, attempt \d+), answered .*: sending again", logged())
+    assert resends == [f"Lead.Reset of lead {lead_id}, attempt {n}" for n in (1, 2)]
 
 
 def test_transient_faults_then_success_is_queued_once(served, lsq_connection, lead_id):
@@ -230,9 +235,8 @@ def test_budget_keeps_calls_under_the_limit(lsq_connection):
     assert sum(r.budget_wait_seconds for r in results) > 1.5
 
 
-def test_secret_never_in_urls_logs_results_or_errors(served, lsq_connection, lead_id, caplog):
+def test_secret_never_in_urls_logs_results_or_errors(served, lsq_connection, lead_id, logged):
     served.configure(fault_5xx_rate=0.5, seed=1)
-    caplog.set_level(logging.DEBUG)
     hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(served.base_url, max_retries=3))
     results = [hook.reset_lead(ResetRequest(lead_id, SCOPE)) for _ in range(4)]
     bad = LeadSquaredHook(leadsquared_conn_id=lsq_connection(served.base_url, conn_id="bad", password="s3cr3t-xyz"))
@@ -241,7 +245,9 @@ def test_secret_never_in_urls_logs_results_or_errors(served, lsq_connection, lea
         bad.reset_lead(ResetRequest(lead_id, SCOPE))
 
     recorded = repr(served.calls())
-    texts = [recorded, caplog.text, repr(results), repr(bad_result), str(raised.value)]
+    log = logged()
+    assert f"Lead.Reset of lead {lead_id}, attempt 1, answered 500" in log  # the sweep reads the hook's log
+    texts = [recorded, log, repr(results), repr(bad_result), str(raised.value)]
     for secret in (ADMIN_SECRET, "s3cr3t-xyz"):
         assert all(secret not in text for text in texts)
     assert all("secretKey" not in c["query"] and "accessKey" not in c["query"] for c in served.calls())
@@ -282,8 +288,7 @@ def test_test_connection(served, lsq_connection, login, password, ok, text):
 # -- keys --------------------------------------------------------------------------------------------------
 
 
-def test_keys_with_surrounding_whitespace_are_stripped_and_never_shown(served, lsq_connection, lead_id, caplog):
-    caplog.set_level(logging.DEBUG)
+def test_keys_with_surrounding_whitespace_are_stripped_and_never_shown(served, lsq_connection, lead_id, logged):
     conn_id = lsq_connection(served.base_url, login=f" {ADMIN_ACCESS}\n", password=f"{ADMIN_SECRET}\n")
     hook = LeadSquaredHook(leadsquared_conn_id=conn_id)
 
@@ -295,7 +300,7 @@ def test_keys_with_surrounding_whitespace_are_stripped_and_never_shown(served, l
 
     assert (result.outcome, ok, bad_result.outcome, bad_ok) == (Outcome.QUEUED, True, Outcome.AUTH_FAILED, False)
     assert reset_calls(served)[0]["account"] == "demo"
-    texts = [caplog.text, repr(result), message, repr(bad_result), bad_message]
+    texts = [logged(), repr(result), message, repr(bad_result), bad_message]
     for secret in (ADMIN_SECRET, "s3cr3t-xyz"):
         assert all(secret not in text for text in texts)
 

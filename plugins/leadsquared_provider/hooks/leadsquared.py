@@ -379,9 +379,18 @@ class LeadSquaredHook(HttpHook):
         )
 
     def _call(
-        self, method: str, endpoint: str, body: dict[str, Any] | None, accepts: Callable[..., bool], tally: _Tally
+        self,
+        method: str,
+        endpoint: str,
+        body: dict[str, Any] | None,
+        accepts: Callable[..., bool],
+        tally: _Tally,
+        what: str,
     ) -> Answer:
         """Send through the budget; retry rate limits and unclear answers within the settings' budgets.
+
+        ``what`` names the call in the retry log (its lead, when it has one): a user can then tell which
+        lead's reset was sent again after an answer nobody could read.
 
         :raises LeadSquaredAuthError: this hook was stopped by an auth failure before anything was sent.
         :raises RateBudgetError: the budget gave no unit (raised as is; ``tally`` says what was sent).
@@ -431,7 +440,11 @@ class LeadSquaredHook(HttpHook):
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, _Retry):
                 self.log.info(
-                    "%s answered %s (%s): sending again", endpoint, exc.answer.status_code, exc.answer.message
+                    "%s, attempt %d, answered %s (%s): sending again",
+                    what,
+                    tally.attempts,
+                    exc.answer.status_code,
+                    exc.answer.message,
                 )
 
         retrying = tenacity.Retrying(
@@ -463,7 +476,14 @@ class LeadSquaredHook(HttpHook):
         started = time.time()
         tally = _Tally()
         try:
-            answer = self._call("POST", RESET_ENDPOINT, request.to_body(), is_queued_body, tally)
+            answer = self._call(
+                "POST",
+                RESET_ENDPOINT,
+                request.to_body(),
+                is_queued_body,
+                tally,
+                f"Lead.Reset of lead {request.lead_id}",
+            )
         except (LeadSquaredAuthError, InvalidConnection):
             raise  # the run's trouble, not the lead's
         except RateBudgetError as exc:
@@ -512,7 +532,7 @@ class LeadSquaredHook(HttpHook):
         """
         tally = _Tally()
         try:
-            answer = self._call(method, endpoint, body, accepts, tally)
+            answer = self._call(method, endpoint, body, accepts, tally, what)
         except _Stopped:
             raise self._stop_error("stopped") from None
         said = f"{answer.exception_type}: {answer.message}" if answer.exception_type else answer.message
