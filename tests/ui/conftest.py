@@ -143,25 +143,27 @@ for (const key of Object.keys(localStorage)) if (key.endsWith("/all-groups")) lo
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[Any]:
-    """Keep each phase's report on the test item, so a fixture can tell that its test failed."""
+    """A failed browser test's report shows what its page showed: URL and text (screenshot under test-artifacts/)."""
     report = yield
-    setattr(item, f"report_{report.when}", report)
+    page = getattr(item, "funcargs", {}).get("page")
+    if report.when == "call" and report.failed and page is not None:
+        try:
+            evidence = Path(item.config.rootpath) / "test-artifacts" / f"{item.name}.png"
+            evidence.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(evidence))
+            text = page.locator("body").inner_text(timeout=10_000)[:3000]
+            report.sections.append(("the page at the failure", f"{page.url}\nscreenshot: {evidence}\n{text}"))
+        except Exception as exc:  # the evidence is a help, never a second failure
+            report.sections.append(("the page at the failure", f"could not be captured: {exc!r}"))
     return report
 
 
 @pytest.fixture
-def page(ui_context: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
-    """A new tab; when its test fails, its URL, text and a screenshot are kept as evidence of what it showed."""
+def page(ui_context: Any) -> Iterator[Any]:
+    """A new tab of the logged-in context, without the UI's stored task-group ids."""
     page = ui_context.new_page()
     page.add_init_script(FORGET_GROUP_IDS)
     yield page
-    report = getattr(request.node, "report_call", None)
-    if report is not None and report.failed:
-        evidence = Path(request.config.rootpath) / "test-artifacts" / f"{request.node.name}.png"
-        evidence.parent.mkdir(exist_ok=True)
-        page.screenshot(path=str(evidence))
-        text = page.locator("body").inner_text(timeout=10_000)[:3000]
-        print(f"failed on {page.url}; screenshot {evidence}; the page's text:\n{text}")
     page.close()
 
 
