@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,8 +12,18 @@ from typing import Any
 
 import pytest
 
+# Parallel workers (pytest-xdist, `make test`) share no file: each has its own temp folder (where a rate
+# budget's default SQLite file lives) and its own scratch Airflow home.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER:
+    _WORKER_TMP = Path(tempfile.gettempdir()) / f"leadsquared-tests-{_WORKER}"
+    _WORKER_TMP.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = tempfile.tempdir = str(_WORKER_TMP)
+
 # Airflow reads its configuration on first import: isolate it before any test imports it.
-_AIRFLOW_HOME = Path(os.environ.get("PYTEST_AIRFLOW_HOME", "/tmp/leadsquared-tests-airflow-home"))
+_AIRFLOW_HOME = Path(
+    os.environ.get("PYTEST_AIRFLOW_HOME", "/tmp/leadsquared-tests-airflow-home") + (f"-{_WORKER}" if _WORKER else "")
+)
 _AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
@@ -20,6 +31,20 @@ os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME /
 
 ADMIN_ACCESS, ADMIN_SECRET = "u$demo-access", "demo-secret"
 VIEWER_ACCESS, VIEWER_SECRET = "u$viewer-access", "viewer-secret"
+
+
+# What `make check` leaves out (marker needs_services): a real PostgreSQL, MariaDB or Redis server, a browser
+# or an Airflow stack. Every other test runs there, the emulator's in-process HTTP server included.
+_SERVICE_FIXTURES = frozenset({"postgres_server", "mariadb_server", "redis_server"})
+_SERVICE_DIRS = frozenset({"e2e", "ui", "distributed"})
+_TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = item.path.relative_to(_TESTS).parts[0]
+        if folder in _SERVICE_DIRS or _SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.needs_services)
 
 
 def new_lead_id() -> str:
