@@ -36,15 +36,47 @@ VIEWER_ACCESS, VIEWER_SECRET = "u$viewer-access", "viewer-secret"
 # What `make check` leaves out (marker needs_services): a real PostgreSQL, MariaDB or Redis server, a browser
 # or an Airflow stack. Every other test runs there, the emulator's in-process HTTP server included.
 _SERVICE_FIXTURES = frozenset({"postgres_server", "mariadb_server", "redis_server"})
-_SERVICE_DIRS = frozenset({"e2e", "ui", "distributed"})
+_SERVICE_DIRS = frozenset({"e2e", "ui"})
 _TESTS = Path(__file__).parent
 
 
+# Parallel workers (`make test`: pytest-xdist's --dist loadgroup) take whole groups: a module, or tests/ui as
+# one (its stack is package-scoped), so a module-scoped stack or server starts once. The slowest groups go
+# first, so that no long one starts last (from `make test`'s --durations, slowest first).
+_SLOWEST_FIRST = (
+    "e2e/test_reliability.py",
+    "e2e/test_verification.py",
+    "e2e/test_overlapping_runs.py",
+    "distributed/test_celery_e2e.py",
+    "e2e/test_scheduler_sqlite.py",
+    "e2e/test_backfill_month.py",
+    "ui",
+    "plugins/test_rate_budget.py",
+    "e2e/test_scheduler_postgres.py",
+    "e2e/test_scheduler_mariadb.py",
+    "plugins/test_hook.py",
+    "bench/test_cotenant_smoke.py",
+)
+
+
+def _group(item: pytest.Item) -> str:
+    parts = item.path.relative_to(_TESTS).parts
+    return parts[0] if parts[0] == "ui" else "/".join(parts)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        folder = item.path.relative_to(_TESTS).parts[0]
-        if folder in _SERVICE_DIRS or _SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if (
+            item.path.relative_to(_TESTS).parts[0] in _SERVICE_DIRS
+            or _SERVICE_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or any(item.iter_markers("postgres"))
+            or any(item.iter_markers("redis"))  # a server taken by a param
+        ):
             item.add_marker(pytest.mark.needs_services)
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    rank = {group: n for n, group in enumerate(_SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: each group keeps its order
 
 
 def new_lead_id() -> str:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 
-def reset_until(conn_id: str, lead_ids: list[str], start: float, deadline: float) -> dict[str, int]:
-    """Warm up (imports, connection, budget), wait for the common start, then reset until the deadline."""
+def reset_until(
+    conn_id: str, lead_ids: list[str], ready: Any, go: Any, start: Any, seconds: float, results: Any
+) -> None:
+    """Warm up (imports, connection, budget), say so, wait for the common start, then reset for ``seconds``.
+
+    ``ready`` and ``go`` are barriers shared with the test, ``start`` the shared start time it sets between
+    them; the counts per outcome go to the ``results`` queue."""
     from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
     from leadsquared_provider.reset_request import ResetRequest, ResetScope
 
@@ -14,11 +20,14 @@ def reset_until(conn_id: str, lead_ids: list[str], start: float, deadline: float
     hook.get_conn()
     assert hook.budget.limit > 0
     scope = ResetScope(delete_notes=True, allow_all_time=True)
-    time.sleep(max(0.0, start - time.time()))
+    ready.wait(timeout=120)
+    go.wait(timeout=120)
+    time.sleep(max(0.0, start.value - time.time()))
+    deadline = start.value + seconds
     counts: dict[str, int] = {}
     for lead_id in lead_ids:
         if time.time() >= deadline:
             break
         result = hook.reset_lead(ResetRequest(lead_id, scope))
         counts[str(result.outcome)] = counts.get(str(result.outcome), 0) + 1
-    return counts
+    results.put(counts)

@@ -192,7 +192,7 @@ def test_sudden_jump_in_candidates_is_refused(plan, served):
         pytest.param("CeleryExecutor", None, True, id="celery-default-budget"),
         pytest.param("CeleryExecutor", "sqlite:////tmp/budget.sqlite", True, id="celery-sqlite-budget"),
         pytest.param("LocalExecutor,CeleryExecutor", None, True, id="hybrid"),
-        pytest.param("CeleryExecutor", "redis", False, id="celery-redis-budget"),
+        pytest.param("CeleryExecutor", "redis", False, id="celery-redis-budget", marks=pytest.mark.redis),
         pytest.param("LocalExecutor", None, False, id="local-default-budget"),
     ],
 )

@@ -40,7 +40,7 @@ from tests.conftest import lsq_lead
 from tests.plugins.budget_worker import reset_until
 
 LIMIT, WINDOW, PROCESSES, SECONDS = 25, 5.0, 4, 20.0
-BACKENDS = ["sqlite", "redis"]
+BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -75,13 +75,27 @@ def test_four_processes_share_one_budget(lsq_connection):
     config = EmulatorConfig(rate_limit=LIMIT, rate_window_seconds=WINDOW, latency=(0.05, 0.15))
     with run_emulator(config, leads=leads) as emu:
         conn_id = lsq_connection(emu.base_url, rate_limit=LIMIT, rate_window_seconds=WINDOW)
-        start = time.time() + 20.0  # time for every process to import Airflow and warm up
-        deadline = start + SECONDS
         ids = [lead["ProspectId"] for lead in leads]
         ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(PROCESSES) as pool:
-            args = [(conn_id, ids[i::PROCESSES], start, deadline) for i in range(PROCESSES)]
-            results = pool.starmap(reset_until, args, chunksize=1)
+        ready, go = ctx.Barrier(PROCESSES + 1), ctx.Barrier(PROCESSES + 1)
+        shared_start, results_queue = ctx.Value("d", 0.0), ctx.Queue()
+        procs = [
+            ctx.Process(
+                target=reset_until,
+                args=(conn_id, ids[i::PROCESSES], ready, go, shared_start, SECONDS, results_queue),
+            )
+            for i in range(PROCESSES)
+        ]
+        for proc in procs:
+            proc.start()
+        ready.wait(timeout=120)  # every process has imported Airflow and opened its budget
+        start = shared_start.value = time.time() + 0.5
+        deadline = start + SECONDS
+        go.wait(timeout=30)
+        results = [results_queue.get(timeout=SECONDS + 120) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=30)
+            assert proc.exitcode == 0
         calls = [c for c in emu.calls() if c["path"].endswith("Lead.Reset")]
         stats = emu.stats()
 

@@ -32,7 +32,7 @@ SCOPE = {
 LEADS = [f"{n:08x}-0000-4000-8000-000000000000" for n in range(1, 7)]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store(request, monkeypatch, tmp_path) -> StateStore:
     if request.param == "sqlite":
         conn = {"conn_type": "sqlite", "host": str(tmp_path / "state.db")}
