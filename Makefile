@@ -58,11 +58,11 @@ wheels-check: $(RUN_STAMP)  ## fails if `make run`'s install would build anythin
 
 check: $(DEV_STAMP)  ## lint + the tests that need no server, browser or scheduler (the inner loop)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -m "$(FAST)" -n $(CHECK_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=10
+	$(BIN)/python -m pytest -q -m "$(FAST)" -n $(CHECK_WORKERS) --no-loadscope-reorder --durations=10
 
 test: system-packages wheels-check $(DEV_STAMP) $(MYSQL_STAMP)  ## the whole test suite, end-to-end and browser tests included
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=25
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder --durations=25
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

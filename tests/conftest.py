@@ -18,6 +18,7 @@ _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 if _WORKER:
     _WORKER_TMP = Path(tempfile.gettempdir()) / f"leadsquared-tests-{_WORKER}"
     _WORKER_TMP.mkdir(parents=True, exist_ok=True)
+    _WORKER_TMP.chmod(0o1777)  # as /tmp: the throwaway servers run as their own users (MariaDB as mysql)
     os.environ["TMPDIR"] = tempfile.tempdir = str(_WORKER_TMP)
 
 # Airflow reads its configuration on first import: isolate it before any test imports it.
@@ -40,31 +41,43 @@ _SERVICE_DIRS = frozenset({"e2e", "ui"})
 _TESTS = Path(__file__).parent
 
 
-# Parallel workers (`make test`: pytest-xdist's --dist loadgroup) take whole groups: a module, or tests/ui as
-# one (its stack is package-scoped), so a module-scoped stack or server starts once. The slowest groups go
-# first, so that no long one starts last (from `make test`'s --durations, slowest first).
+# Parallel workers (`make test`, pytest-xdist) take whole groups: a module, or tests/ui as one (its stack is
+# package-scoped), so that a module's stack or server starts once and its tests run in order. The slowest
+# groups go first, so that no long one starts last (from `make test`'s --durations, slowest first).
 _SLOWEST_FIRST = (
-    "e2e/test_reliability.py",
-    "e2e/test_verification.py",
-    "e2e/test_overlapping_runs.py",
-    "distributed/test_celery_e2e.py",
-    "e2e/test_scheduler_sqlite.py",
-    "e2e/test_backfill_month.py",
-    "ui",
-    "plugins/test_rate_budget.py",
-    "e2e/test_scheduler_postgres.py",
-    "e2e/test_scheduler_mariadb.py",
-    "plugins/test_hook.py",
-    "bench/test_cotenant_smoke.py",
+    "tests/e2e/test_reliability.py",
+    "tests/e2e/test_verification.py",
+    "tests/e2e/test_overlapping_runs.py",
+    "tests/distributed/test_celery_e2e.py",
+    "tests/e2e/test_scheduler_sqlite.py",
+    "tests/e2e/test_backfill_month.py",
+    "tests/ui",
+    "tests/plugins/test_rate_budget.py",
+    "tests/e2e/test_scheduler_postgres.py",
+    "tests/e2e/test_scheduler_mariadb.py",
+    "tests/plugins/test_hook.py",
+    "tests/bench/test_cotenant_smoke.py",
 )
 
 
-def _group(item: pytest.Item) -> str:
-    parts = item.path.relative_to(_TESTS).parts
-    return parts[0] if parts[0] == "ui" else "/".join(parts)
+def worker_group(nodeid: str) -> str:
+    """The group a test runs in on one worker: ``tests/ui``, or its module's path."""
+    path = nodeid.split("::", 1)[0]
+    return "tests/ui" if path.startswith("tests/ui/") else path
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's scope scheduling, by :func:`worker_group` (its own ``xdist_group`` mark has no effect on pytest 9)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    return GroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if (
@@ -74,9 +87,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             or any(item.iter_markers("redis"))  # a server taken by a param
         ):
             item.add_marker(pytest.mark.needs_services)
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
     rank = {group: n for n, group in enumerate(_SLOWEST_FIRST)}
-    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: each group keeps its order
+    items.sort(key=lambda item: rank.get(worker_group(item.nodeid), len(rank)))  # stable: a group keeps its order
 
 
 def new_lead_id() -> str:
