@@ -11,8 +11,9 @@ RUN_STAMP := $(VENV)/.run-$(call hash,requirements.txt constraints.txt plugins/p
 # The tests add their tools (requirements-dev.txt) and the optional warehouse drivers (requirements-mysql.txt).
 DEV_STAMP := $(VENV)/.dev-$(call hash,requirements-dev.txt constraints.txt)
 MYSQL_STAMP := $(VENV)/.mysql-$(call hash,requirements-mysql.txt constraints.txt)
-# Parallel pytest workers for `make test` (pytest-xdist); tests/conftest.py groups what must share one.
-TEST_WORKERS ?= 2
+# Parallel pytest workers for `make test` (pytest-xdist); tests/conftest.py groups what must share one. Most
+# of an end-to-end test is waiting (the emulator's rate limit, task start-up), so three suit two cores.
+TEST_WORKERS ?= 3
 # `make check`'s tests mostly wait on the emulator's rate limits: three workers suit two cores.
 CHECK_WORKERS ?= 3
 FAST := not needs_services
@@ -62,7 +63,7 @@ check: $(DEV_STAMP)  ## lint + the tests that need no server, browser or schedul
 
 test: system-packages wheels-check $(DEV_STAMP) $(MYSQL_STAMP)  ## the whole test suite, end-to-end and browser tests included
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder --durations=25
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder --durations=25 --junitxml=test-artifacts/junit.xml
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
