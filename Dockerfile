@@ -5,6 +5,8 @@
 FROM apache/airflow:3.3.2-python3.11
 
 # Direct dependencies pinned by requirements.txt, every other version by constraints.txt (our tested set).
+# A MySQL/MariaDB warehouse needs no more: the official image already ships the MySQL provider and mysqlclient
+# (requirements-mysql.txt is for installs outside it, where pip must compile the driver).
 COPY --chown=airflow:root requirements.txt constraints.txt /opt/airflow/requirements/
 RUN pip install --no-cache-dir -r /opt/airflow/requirements/requirements.txt \
         -c /opt/airflow/requirements/constraints.txt

@@ -63,12 +63,30 @@ def check_credentials(hook: LeadSquaredHook) -> str:
     return f"keys of {hook.user_name(user)} ({user.get('Role')}) accepted by {hook.base_url}"
 
 
+def runs_on_several_machines(executor: str) -> bool:
+    """Whether ``[core] executor`` (one, or a comma-separated list of them) may run tasks on other machines."""
+    executors = {part.strip().split(".")[-1].split(":")[-1] for part in executor.split(",") if part.strip()}
+    return not executors <= ONE_MACHINE_EXECUTORS
+
+
+def check_state_reach(state_conn_id: str, executor: str) -> None:
+    """Refuse an SQLite state store when tasks may run on several machines: each would claim leads in a file
+    of its own, and two workers could send the same lead."""
+    from leadsquared_provider.state_store import state_is_machine_local
+
+    if runs_on_several_machines(executor) and state_is_machine_local(state_conn_id):
+        raise PlanError(
+            f"executor {executor!r} may run tasks on several machines, but the state store connection "
+            f"{state_conn_id!r} is an SQLite file on one machine: point it at a PostgreSQL database every "
+            "worker reaches; no lead was sent"
+        )
+
+
 def check_budget_reach(hook: LeadSquaredHook, executor: str) -> None:
     """Refuse a machine-local budget when tasks may run on several machines (it would not be shared)."""
     from leadsquared_provider.rate_budget import budget_is_machine_local
 
-    executors = {part.strip().split(".")[-1].split(":")[-1] for part in executor.split(",") if part.strip()}
-    if executors <= ONE_MACHINE_EXECUTORS:
+    if not runs_on_several_machines(executor):
         return
     if budget_is_machine_local(hook.settings.rate_budget_url):
         raise PlanError(
@@ -126,6 +144,7 @@ def plan_run(
         scope.categories_text,
         " - DRY RUN, nothing will be sent" if params.dry_run else "",
     )
+    check_state_reach(state_conn_id, executor)  # dry runs too: their report is read from the same store
     if not params.dry_run:
         hook = LeadSquaredHook(leadsquared_conn_id=leadsquared_conn_id)
         check_budget_reach(hook, executor)

@@ -148,6 +148,13 @@ def _engine_for(conn_id: str) -> tuple[Engine, str]:
         return engine, cache_key
 
 
+def state_is_machine_local(conn_id: str) -> bool:
+    """Whether the state store connection is an SQLite file, which only one machine's processes share."""
+    from airflow.sdk import BaseHook
+
+    return BaseHook.get_connection(conn_id).conn_type == "sqlite"
+
+
 def _insert(dialect: str, table: t.Table) -> Any:
     """The dialect's INSERT, which has ``on_conflict_do_nothing``/``on_conflict_do_update``."""
     if dialect == "postgresql":

@@ -186,40 +186,89 @@ def test_sudden_jump_in_candidates_is_refused(plan, served):
     assert json.dumps(plan({**WINDOW, "lead_ids": many, "max_growth_factor": 200}, run_id="manual__big"))
 
 
+def plan_under(dag, executor: str, *, lsq: str, warehouse: str, state: str, dry_run: bool = False) -> list[int]:
+    """The plan task's body for the WINDOW under ``executor`` (``[core] executor``)."""
+    merged = {name: param.value for name, param in dag.params.items()} | WINDOW | {"dry_run": dry_run}
+    template = dag.get_template_env().get_template("candidates.sql")
+    return plan_run(
+        RunIdentity(dag_id=dag.dag_id, run_id="manual__exec", run_type="manual"),
+        RunParams.from_params(merged),
+        render_query=lambda start, end: template.render(window_start=start, window_end=end),
+        warehouse_conn_id=warehouse,
+        leadsquared_conn_id=lsq,
+        state_conn_id=state,
+        executor=executor,
+    )
+
+
+def postgres_state(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A state store every worker would reach: a fresh database on the throwaway PostgreSQL server."""
+    server = request.getfixturevalue("postgres_server")
+    monkeypatch.setenv("AIRFLOW_CONN_PG_STATE", server.airflow_conn_json(request.getfixturevalue("postgres_db")))
+    return "pg_state"
+
+
 @pytest.mark.parametrize(
     ("executor", "budget_url", "refused"),
     [
-        pytest.param("CeleryExecutor", None, True, id="celery-default-budget"),
-        pytest.param("CeleryExecutor", "sqlite:////tmp/budget.sqlite", True, id="celery-sqlite-budget"),
-        pytest.param("LocalExecutor,CeleryExecutor", None, True, id="hybrid"),
-        pytest.param("CeleryExecutor", "redis", False, id="celery-redis-budget", marks=pytest.mark.redis),
+        pytest.param("CeleryExecutor", None, True, id="celery-default-budget", marks=pytest.mark.postgres),
+        pytest.param(
+            "CeleryExecutor", "sqlite:////tmp/b.sqlite", True, id="celery-sqlite-budget", marks=pytest.mark.postgres
+        ),
+        pytest.param("LocalExecutor,CeleryExecutor", None, True, id="hybrid", marks=pytest.mark.postgres),
+        pytest.param(
+            "CeleryExecutor", "redis", False, id="celery-redis-budget", marks=[pytest.mark.redis, pytest.mark.postgres]
+        ),
         pytest.param("LocalExecutor", None, False, id="local-default-budget"),
     ],
 )
 def test_machine_local_budget_is_refused_under_a_distributed_executor(
-    plan, served, dag, lsq_connection, sqlite_warehouse, executor, budget_url, refused, request
+    plan, served, dag, lsq_connection, sqlite_warehouse, executor, budget_url, refused, request, monkeypatch
 ):
     if budget_url == "redis":
         budget_url = request.getfixturevalue("redis_server").url(3)
     conn_id = lsq_connection(served.base_url, conn_id="budget_reach", rate_budget_url=budget_url)
-    merged = {name: param.value for name, param in dag.params.items()} | WINDOW
-    template = dag.get_template_env().get_template("candidates.sql")
+    # Under CeleryExecutor the state store must be one every worker reaches too (the next test).
+    state = plan.state if executor == "LocalExecutor" else postgres_state(request, monkeypatch)
 
     def go() -> list[int]:
-        return plan_run(
-            RunIdentity(dag_id=dag.dag_id, run_id="manual__exec", run_type="manual"),
-            RunParams.from_params(merged),
-            render_query=lambda start, end: template.render(window_start=start, window_end=end),
-            warehouse_conn_id=sqlite_warehouse[0],
-            leadsquared_conn_id=conn_id,
-            state_conn_id=plan.state,
-            executor=executor,
-        )
+        return plan_under(dag, executor, lsq=conn_id, warehouse=sqlite_warehouse[0], state=state)
 
     if refused:
         with pytest.raises(PlanError, match=r"rate_budget_url to a store every worker reaches \(redis://"):
             go()
         assert served.calls() == []  # refused before the keys check: nothing sent at all
-        assert staged(plan, "manual__exec") == 0
+        with StateStore(state) as store:
+            assert store.candidate_slice("leadsquared_reset/manual__exec", 1, 10**9) == []
     else:
         assert go() == [1]
+        assert [c["path"].rsplit("/", 1)[-1] for c in served.calls()] == ["UserByAccessKey.Get"]
+
+
+@pytest.mark.redis  # a budget every worker reaches: the state store is the only thing wrong
+@pytest.mark.parametrize(
+    ("executor", "dry_run"),
+    [
+        pytest.param("CeleryExecutor", False, id="celery"),
+        pytest.param("CeleryExecutor", True, id="celery-dry-run"),
+        pytest.param("LocalExecutor,CeleryExecutor", False, id="hybrid"),
+        pytest.param("airflow.providers.celery.executors.celery_executor.CeleryExecutor", False, id="class-path"),
+    ],
+)
+def test_sqlite_state_store_is_refused_under_a_distributed_executor(
+    plan, served, dag, lsq_connection, sqlite_warehouse, redis_server, executor, dry_run
+):
+    """Two workers, each with an SQLite file of its own, would each claim the same lead: refused at plan
+    time, naming the state store connection, before the keys check and the warehouse query."""
+    conn_id = lsq_connection(served.base_url, conn_id="state_reach", rate_budget_url=redis_server.url(3))
+
+    with pytest.raises(PlanError) as refused:
+        plan_under(dag, executor, lsq=conn_id, warehouse=sqlite_warehouse[0], state=plan.state, dry_run=dry_run)
+
+    assert str(refused.value) == (
+        f"executor {executor!r} may run tasks on several machines, but the state store connection "
+        f"{plan.state!r} is an SQLite file on one machine: point it at a PostgreSQL database every worker "
+        "reaches; no lead was sent"
+    )
+    assert served.calls() == []
+    assert staged(plan, "manual__exec") == 0
