@@ -124,7 +124,8 @@ def plan_run(
 ) -> list[int]:
     """Plan the run and stage its batches; return the batch numbers (≤ 1000 small ints, for XCom).
 
-    :param render_query: renders the candidate query for the window's UTC bounds (``YYYY-MM-DD HH:MM:SS``).
+    :param render_query: renders the candidate query for the window's UTC bounds (``YYYY-MM-DD HH:MM:SS``),
+        start inclusive and end exclusive (:attr:`ResetScope.end_text`), or ``None`` for all time.
     :raises PlanError: refused (bad params, guard, keys, a deterministic query failure): nothing was sent.
     """
     from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
@@ -150,7 +151,7 @@ def plan_run(
         check_budget_reach(hook, executor)
         log.info("LeadSquared: %s", check_credentials(hook))
     try:
-        cleaned, source = _candidates(params, warehouse_conn_id, lambda: render_query(scope.from_text, scope.to_text))
+        cleaned, source = _candidates(params, warehouse_conn_id, lambda: render_query(scope.from_text, scope.end_text))
     except CandidateQueryError as exc:
         if getattr(exc, "deterministic", True):
             raise PlanError(str(exc)) from None

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from leadsquared_provider.exceptions import InvalidResetRequest
@@ -221,7 +221,15 @@ class ResetScope:
 
     @property
     def to_text(self) -> str | None:
+        """LeadSquared's ``ToDate``: the window's last second, inclusive."""
         return lsq_date_text(self.to_date) if self.to_date else None
+
+    @property
+    def end_text(self) -> str | None:
+        """The candidate query's end of the window, exclusive: the second after ``to_text``. With ``from_text``
+        it makes the half-open window ``[start, end)``, so consecutive windows leave no gap between them
+        (a row at 23:59:59.5 belongs to exactly one day)."""
+        return lsq_date_text(self.to_date.replace(microsecond=0) + timedelta(seconds=1)) if self.to_date else None
 
     @property
     def categories_text(self) -> str:

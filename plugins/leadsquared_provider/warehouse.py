@@ -223,7 +223,9 @@ def _streaming_cursor(conn: Any, family: str) -> Any:
 
 
 def _best_effort_read_only(conn: Any, family: str) -> None:
-    """Make the session refuse writes; a server that cannot is still only read (SELECT-only grants advised)."""
+    """Make the session refuse writes and read in UTC (the window's bounds are UTC: a timestamptz or
+    TIMESTAMP column then compares in UTC, whatever the server's or the user's time zone); a server that
+    cannot refuse writes is still only read (SELECT-only grants advised)."""
     try:
         if family == "psycopg2":
             conn.set_session(readonly=True, autocommit=False)  # named cursors need a transaction
@@ -232,14 +234,21 @@ def _best_effort_read_only(conn: Any, family: str) -> None:
             conn.read_only = True
         elif family == "sqlite3":
             conn.execute("PRAGMA query_only = ON")
-        else:  # MySQL and MariaDB
-            cursor = conn.cursor()
-            try:
-                cursor.execute("START TRANSACTION READ ONLY")
-            finally:
-                cursor.close()
+        if family in _POSTGRES_FAMILIES:
+            _execute(conn, "SET TIME ZONE 'UTC'")
+        elif family in _MYSQL_FAMILIES:
+            _execute(conn, "SET time_zone = '+00:00'")
+            _execute(conn, "START TRANSACTION READ ONLY")
     except Exception as exc:  # e.g. a MySQL-protocol warehouse without read-only transactions
-        log.warning("could not make the warehouse session read-only (%s: %s)", type(exc).__name__, exc)
+        log.warning("could not make the warehouse session read-only in UTC (%s: %s)", type(exc).__name__, exc)
+
+
+def _execute(conn: Any, statement: str) -> None:
+    cursor = conn.cursor()
+    try:
+        cursor.execute(statement)
+    finally:
+        cursor.close()
 
 
 def _first_column(row: Any) -> Any:
