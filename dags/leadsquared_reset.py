@@ -324,6 +324,7 @@ def leadsquared_reset(account: Account) -> DAG:
             from leadsquared_provider.state_store import StateStore, run_key
             from leadsquared_provider.summary import report_run
             from leadsquared_provider.verification import VerifyParams
+            from leadsquared_provider.warehouse import run_audit_export
 
             context = get_current_context()
             key = run_key(context["dag_run"].dag_id, context["dag_run"].run_id)
@@ -336,11 +337,13 @@ def leadsquared_reset(account: Account) -> DAG:
                         params,
                         push=lambda summary: context["ti"].xcom_push(key="return_value", value=summary),
                         effective_rate=lambda: _effective_rate(leadsquared_conn_id),
-                        export=_audit_export(store, key, params.audit_export_table, warehouse_conn_id),
+                        export=run_audit_export(store, key, params.audit_export_table, warehouse_conn_id),
                         verify=VerifyParams.from_params(context["params"]),
                         verify_finished=context["ti"].xcom_pull(task_ids="verify") is not None,
                     )
             except LeadSquaredError as verdict:  # final: a retry reads the same
+                if not getattr(verdict, "deterministic", True):
+                    raise  # a transient audit-export failure: the task's retry reports and exports again
                 raise AirflowFailException(str(verdict)) from verdict
 
         reset_batch.expand(batch=plan()) >> verify() >> report()
@@ -352,23 +355,6 @@ def _effective_rate(conn_id: str) -> float | None:
     from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
 
     return round(LeadSquaredHook(leadsquared_conn_id=conn_id).budget.effective_limit(), 2)
-
-
-def _audit_export(store, key: str, table: str | None, warehouse_conn_id: str):
-    """The optional bulk export of the run's audit rows to the warehouse (off unless the param names a table)."""
-    if not table:
-        return None
-
-    def export() -> int:
-        from airflow.sdk import BaseHook
-
-        from leadsquared_provider.warehouse import EXPORT_COLUMNS, export_audit
-
-        run_id = key.split("/", 1)[1]
-        rows = ({"run_id": run_id, **{c: r[c] for c in EXPORT_COLUMNS if c in r}} for r in store.iter_audit(key))
-        return export_audit(BaseHook.get_hook(warehouse_conn_id), table, key, rows)
-
-    return export
 
 
 for _account in load_accounts(accounts_file(PROJECT_DIR), sql_dir=SQL_DIR):

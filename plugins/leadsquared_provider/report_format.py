@@ -33,6 +33,10 @@ def format_report(summary: Mapping[str, Any]) -> str:
         f"{summary['possibly_repeated']} {summary.get('possibly_repeated_leads') or ''}".rstrip()
     )
     lines.append(f"rate-limit answers: {summary.get('rate_limited_answers', 0)}")
+    if "audit_exported_rows" in summary:
+        lines.append(f"audit rows exported to the warehouse: {summary['audit_exported_rows']}")
+    if summary.get("audit_export_error"):
+        lines.append(f"audit export FAILED: {summary['audit_export_error']}")
     if summary.get("effective_rate_per_window") is not None:
         lines.append(f"effective rate at the end: {summary['effective_rate_per_window']:.1f} calls per window")
     if summary.get("held_elsewhere"):

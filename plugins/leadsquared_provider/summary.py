@@ -137,13 +137,17 @@ def report_run(
     verify: VerifyParams | None = None,
     verify_finished: bool = False,
 ) -> dict[str, Any]:
-    """Summarise the run, close it for carry-over, export its audit if asked, push the summary, then judge it.
+    """Summarise the run, close it for carry-over, push the summary, export its audit if asked, then judge it.
 
     With ``verify`` (the verify step's params), the summary gains the step's results and the run fails when
     too many sampled leads still hold their activities; ``verify_finished`` says the verify task finished.
-    The summary is pushed before the verdict, so it can be read when the run failed.
+    The summary is pushed before the export and before the verdict, so it can be read whatever fails; an
+    export that fails is pushed again with ``audit_export_error`` and raised after the verdict:
+    an :class:`AuditExportError` whose ``deterministic`` is false is transient, and the task's retry runs the
+    whole report again (the export replaces the run's rows).
     """
     from leadsquared_provider.report_format import format_report
+    from leadsquared_provider.warehouse import AuditExportError
 
     try:
         summary = build_summary(store, key)
@@ -154,11 +158,19 @@ def report_run(
     if verify is not None:
         add_verification(store, key, summary, verify, finished=verify_finished)
     store.close_run(key, unresolved(summary))
-    if export is not None:
-        summary["audit_exported_rows"] = export()
     push(summary)
+    export_failed: AuditExportError | None = None
+    if export is not None:
+        try:
+            summary["audit_exported_rows"] = export()
+        except AuditExportError as failed:
+            summary["audit_export_error"] = str(failed)
+            export_failed = failed
+        push(summary)
     log.info("\n%s", format_report(summary))
     verdict(summary, params)
     if verify is not None:
         verification_verdict(summary, verify)
+    if export_failed is not None:
+        raise export_failed
     return summary

@@ -29,6 +29,8 @@ from leadsquared_provider.exceptions import CandidateQueryError, LeadSquaredErro
 if TYPE_CHECKING:
     from airflow.providers.common.sql.hooks.sql import DbApiHook
 
+    from leadsquared_provider.state_store import StateStore
+
 log = logging.getLogger(__name__)
 
 CANDIDATE_SOURCE = "include/sql/candidates.sql"
@@ -314,6 +316,23 @@ def _driver_text(exc: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------------------------- audit export
+def run_audit_export(
+    store: StateStore, run_key: str, table: str | None, warehouse_conn_id: str
+) -> Callable[[], int] | None:
+    """The report's optional export of the run's audit rows to ``table`` (None when no table is named)."""
+    if not table:
+        return None
+
+    def export() -> int:
+        from airflow.sdk import BaseHook
+
+        run_id = store.load_run(run_key).run_id
+        rows = ({"run_id": run_id, **{c: r[c] for c in EXPORT_COLUMNS if c in r}} for r in store.iter_audit(run_key))
+        return export_audit(BaseHook.get_hook(warehouse_conn_id), table, run_key, rows)
+
+    return export
+
+
 def export_audit(
     hook: DbApiHook, table: str, run_key: str, rows: Iterable[Mapping[str, Any]], *, chunk: int = 1000
 ) -> int:
