@@ -13,8 +13,9 @@ below, sent to LeadSquared in UTC with `ToDate` = interval end minus one second.
 time*, which is refused unless `allow_all_time` is ticked.
 
 **Guards.** Nothing is sent when the params are wrong, when no category is chosen, when the candidates
-exceed `max_leads_per_run`, or when they jump past `max_growth_factor` x the previous run's count. Each
-message names the param that overrides it. `dry_run` plans and reports without sending anything.
+exceed `max_leads_per_run`, or when they jump past `max_growth_factor` x the usual count (the median of the
+last scheduled runs). Each message names the param that overrides it. `dry_run` plans and reports without
+sending anything.
 
 **Safety.** Before its request, each lead is claimed atomically in the state store under its window and
 categories, for all runs: a lead already queued (or rejected for good) is never sent twice, and a lead held
@@ -144,7 +145,7 @@ def leadsquared_reset(account: Account) -> DAG:
             ),
             "max_leads_per_run": Param(10_000, type="integer", minimum=1, title="Blast-radius guard"),
             "max_growth_factor": Param(
-                10, type="number", minimum=1, title="Refuse a run with more than this x the previous run's candidates"
+                10, type="number", minimum=1, title="Refuse over this x the usual count (median of recent runs)"
             ),
             "growth_guard_floor": Param(
                 100, type="integer", minimum=0, title="Runs with at most this many candidates skip the growth guard"

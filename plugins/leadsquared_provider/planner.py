@@ -177,7 +177,7 @@ def plan_run(
         check_blast_radius(
             count + len(carried),
             max_leads=params.max_leads_per_run,
-            previous=store.previous_candidate_count(run.dag_id, run.key),
+            previous=store.growth_baseline(run.dag_id, run.key),
             max_growth=params.max_growth_factor,
             growth_floor=params.growth_guard_floor,
         )
@@ -197,6 +197,7 @@ def plan_run(
             batches=len(batches),
             batch_size=(batches[0]["last"] - batches[0]["first"] + 1) if batches else 0,
             carried_over=len(carried),
+            run_type=str(run.run_type),
         )
         store.save_run(record)
         batch = BatchScope(run_key=run.key, dag_id=run.dag_id, batch=0, scopes={scope_key: record.scope})

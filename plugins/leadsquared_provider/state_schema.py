@@ -28,7 +28,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: leadsquared_reset_runs.run_type (the growth guard's baseline); StateStore migrates 1
 
 # Column sizes that answers are cut to before they are written (one lead's odd answer never fails a write).
 EXCEPTION_TYPE_SIZE = 200
@@ -50,6 +50,7 @@ runs = Table(
     Column("run_key", String(400), primary_key=True),
     Column("dag_id", String(250), nullable=False),
     Column("run_id", String(250), nullable=False),
+    Column("run_type", String(32)),  # Airflow's DagRunType value; NULL for runs planned before version 2
     Column("scope_json", Text, nullable=False),
     Column("scope_key", String(64), nullable=False),
     Column("dry_run", Boolean, nullable=False),

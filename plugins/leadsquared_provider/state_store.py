@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import statistics
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -21,11 +22,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, exists, func, literal, or_, select, update
+from sqlalchemy import and_, delete, exists, func, literal, or_, select, true, update
 
 from leadsquared_provider import DEFAULT_STATE_CONN_ID
 from leadsquared_provider import state_schema as t
 from leadsquared_provider.outcomes import SETTLED_OUTCOMES, UNRESOLVED_OUTCOMES, Outcome, ResetResult, redacted
+from leadsquared_provider.planning import INTERVAL_RUN_TYPES
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -49,6 +51,10 @@ def run_key(dag_id: str, run_id: str) -> str:
     return f"{dag_id}/{run_id}"
 
 
+# The growth guard compares a run with the median of this many earlier runs of the DAG.
+GROWTH_BASELINE_RUNS = 5
+
+
 @dataclass(frozen=True)
 class RunRecord:
     run_key: str
@@ -62,6 +68,7 @@ class RunRecord:
     batches: int
     batch_size: int
     carried_over: int = 0
+    run_type: str | None = None  # Airflow's DagRunType value: "scheduled", "backfill", "manual", ...
 
     def batch(self, number: int) -> dict[str, int]:
         """The bounds of batch ``number`` among the run's staged candidates (its own and carried over)."""
@@ -148,6 +155,15 @@ def _engine_for(conn_id: str) -> tuple[Engine, str]:
         return engine, cache_key
 
 
+def _migrate(conn: Any, found: int) -> None:
+    """Bring a store of schema version ``found`` up to :data:`SCHEMA_VERSION`, one step per version."""
+    from sqlalchemy import text
+
+    if found < 2:  # the runs' type, for the growth guard's baseline (earlier runs stay NULL: any type)
+        conn.execute(text(f"ALTER TABLE {t.runs.name} ADD COLUMN run_type VARCHAR(32)"))
+    conn.execute(update(t.schema_version).where(t.schema_version.c.id == 1).values(version=t.SCHEMA_VERSION))
+
+
 def state_is_machine_local(conn_id: str) -> bool:
     """Whether the state store connection is an SQLite file, which only one machine's processes share."""
     from airflow.sdk import BaseHook
@@ -220,7 +236,8 @@ class StateStore:
                     f"state store {self.conn_id!r} has schema version {found}, newer than this provider's "
                     f"{t.SCHEMA_VERSION}: upgrade the provider on every worker"
                 )
-            # (found < SCHEMA_VERSION: migrations go here, one step per version.)
+            elif found < t.SCHEMA_VERSION:
+                _migrate(conn, found)
         _schema_ready.add(self._cache_key)
 
     # -- planning -----------------------------------------------------------------------------------
@@ -316,6 +333,7 @@ class StateStore:
             "run_key": record.run_key,
             "dag_id": record.dag_id,
             "run_id": record.run_id,
+            "run_type": record.run_type,
             "scope_json": json.dumps(record.scope, sort_keys=True),
             "scope_key": record.scope_key,
             "dry_run": record.dry_run,
@@ -352,19 +370,25 @@ class StateStore:
             batches=row.batches,
             batch_size=row.batch_size,
             carried_over=row.carried_over,
+            run_type=row.run_type,
         )
 
-    def previous_candidate_count(self, dag_id: str, key: str) -> int | None:
-        """Candidates of the latest earlier planned run of the DAG (for the jump guard)."""
+    def growth_baseline(self, dag_id: str, key: str, *, runs: int = GROWTH_BASELINE_RUNS) -> int | None:
+        """The growth guard's baseline: the median candidate count of the DAG's last ``runs`` scheduled or
+        backfill runs (not dry runs, not this one), so that neither a one-lead manual fix nor an empty day
+        becomes the measure of the next night; of its last runs of any type while it has none of those.
+        ``None`` (no guard) without earlier runs or when the median is 0."""
         r = t.runs
-        stmt = (
-            select(r.c.candidates)
-            .where(r.c.dag_id == dag_id, r.c.run_key != key, r.c.dry_run.is_(False))
-            .order_by(r.c.planned_at.desc())
-            .limit(1)
-        )
+        earlier = (r.c.dag_id == dag_id, r.c.run_key != key, r.c.dry_run.is_(False))
+        interval = r.c.run_type.in_(INTERVAL_RUN_TYPES)
         with self.engine.connect() as conn:
-            return conn.execute(stmt).scalar()
+            for condition in (interval, true()):
+                stmt = select(r.c.candidates).where(*earlier, condition).order_by(r.c.planned_at.desc()).limit(runs)
+                counts = [row.candidates for row in conn.execute(stmt)]
+                if counts:
+                    baseline = int(statistics.median_low(counts))
+                    return baseline or None
+        return None
 
     def candidate_slice(self, key: str, first: int, last: int) -> list[tuple[str, str]]:
         """``(lead_id, scope_key)`` of candidates ``first..last`` of the run."""

@@ -40,13 +40,15 @@ def served():
         yield emu
 
 
-def call_plan(dag, params: dict, run_id: str, *, warehouse: str, lsq: str, state: str) -> list[int]:
+def call_plan(
+    dag, params: dict, run_id: str, *, warehouse: str, lsq: str, state: str, run_type: str = "manual"
+) -> list[int]:
     """The plan task's body with the DAG's params (overridden by ``params``) and its candidate query."""
     merged = {name: param.value for name, param in dag.params.items()}
     merged.update(params)
     template = dag.get_template_env().get_template("candidates.sql")
     return plan_run(
-        RunIdentity(dag_id=dag.dag_id, run_id=run_id, run_type="manual"),
+        RunIdentity(dag_id=dag.dag_id, run_id=run_id, run_type=run_type),
         RunParams.from_params(merged),
         render_query=lambda start, end: template.render(window_start=start, window_end=end),
         warehouse_conn_id=warehouse,
@@ -63,9 +65,9 @@ def plan(dag, served, lsq_connection, sqlite_warehouse, state_conn):
         db.execute("CREATE TABLE lsq_reset_requests (prospect_id TEXT, requested_at TEXT)")
         db.executemany("INSERT INTO lsq_reset_requests VALUES (?, '2026-11-01 06:00:00')", [(i,) for i in IDS])
 
-    def run(params: dict, run_id: str = "manual__1", **conn: object) -> list[int]:
+    def run(params: dict, run_id: str = "manual__1", run_type: str = "manual", **conn: object) -> list[int]:
         lsq = lsq_connection(served.base_url, **conn)
-        return call_plan(dag, params, run_id, warehouse=conn_id, lsq=lsq, state=state_conn)
+        return call_plan(dag, params, run_id, warehouse=conn_id, lsq=lsq, state=state_conn, run_type=run_type)
 
     run.warehouse = conn_id  # type: ignore[attr-defined]
     run.path = path  # type: ignore[attr-defined]
@@ -179,11 +181,45 @@ def test_sudden_jump_in_candidates_is_refused(plan, served):
     plan({**WINDOW, "lead_ids": [IDS[0]]}, run_id="manual__small")
     many = [f"{n:08x}-1111-4000-8000-000000000000" for n in range(150)]
     with pytest.raises(
-        PlanError, match=r"150 candidate leads is more than 10 x the previous run's 1.*max_growth_factor"
+        PlanError, match=r"150 candidate leads is more than 10 x the usual 1 \(the median .*max_growth_factor"
     ):
         plan({**WINDOW, "lead_ids": many}, run_id="manual__big")
     assert staged(plan, "manual__big") == 0
     assert json.dumps(plan({**WINDOW, "lead_ids": many, "max_growth_factor": 200}, run_id="manual__big"))
+
+
+def test_the_growth_baseline_is_the_usual_scheduled_run_not_a_small_fix_or_an_empty_day(plan, served):
+    """Scheduled runs are measured against the median of the last scheduled runs: a one-lead manual fix and
+    an empty day do not make the next ordinary night look like a jump; a real jump is still refused."""
+    nightly = [f"{n:08x}-2222-4000-8000-000000000000" for n in range(150)]
+    empty_day = {"from_date": "2026-11-05T00:00:00+05:30", "to_date": "2026-11-05T23:59:59+05:30"}
+
+    def scheduled(params: dict, run_id: str) -> list[int]:
+        return plan(params, run_id=run_id, run_type="scheduled")
+
+    assert scheduled({**WINDOW, "lead_ids": nightly}, "scheduled__1") == [1]
+    assert plan({**WINDOW, "lead_ids": [IDS[0]]}, run_id="manual__fix") == [1]  # the baseline stays 150
+    assert scheduled({**WINDOW, "lead_ids": nightly}, "scheduled__2") == [1]
+    assert scheduled(empty_day, "scheduled__3") == []  # no row in the warehouse that day
+    assert scheduled({**WINDOW, "lead_ids": nightly}, "scheduled__4") == [1]  # median of 150, 150, 0: 150
+    assert plan({**WINDOW, "lead_ids": [IDS[1]]}, run_id="manual__fix2") == [1]
+    assert scheduled({**WINDOW, "lead_ids": nightly}, "scheduled__5") == [1]
+
+    jump = [f"{n:08x}-3333-4000-8000-000000000000" for n in range(1600)]
+    with pytest.raises(PlanError, match=r"1600 candidate leads is more than 10 x the usual 150 \(the median"):
+        scheduled({**WINDOW, "lead_ids": jump}, "scheduled__6")
+    assert staged(plan, "scheduled__6") == 0
+    with StateStore(plan.state) as store:
+        assert store.load_run("leadsquared_reset/scheduled__5").run_type == "scheduled"
+        assert store.load_run("leadsquared_reset/manual__fix2").run_type == "manual"
+
+
+def test_a_baseline_of_zero_is_no_baseline(plan, served):
+    """Only empty days before: the first real day is not a jump from 0."""
+    empty_day = {"from_date": "2026-11-05T00:00:00+05:30", "to_date": "2026-11-05T23:59:59+05:30"}
+    assert plan(empty_day, run_id="scheduled__1", run_type="scheduled") == []
+    nightly = [f"{n:08x}-2222-4000-8000-000000000000" for n in range(150)]
+    assert plan({**WINDOW, "lead_ids": nightly}, run_id="scheduled__2", run_type="scheduled") == [1]
 
 
 def plan_under(dag, executor: str, *, lsq: str, warehouse: str, state: str, dry_run: bool = False) -> list[int]:

@@ -73,8 +73,33 @@ def test_a_newer_schema_is_refused(store, monkeypatch):
     with store.engine.begin() as conn:
         conn.execute(state_schema.schema_version.update().values(version=state_schema.SCHEMA_VERSION + 1))
     monkeypatch.setattr(module, "_schema_ready", set())
-    with pytest.raises(StateStoreError, match=r"schema version 2, newer than this provider's 1"):
+    with pytest.raises(StateStoreError, match=r"schema version 3, newer than this provider's 2"):
         StateStore("leadsquared_state").ensure_schema()
+
+
+def test_a_version_1_store_is_migrated_and_keeps_its_runs(store, monkeypatch):
+    """A store written by the provider before run types (version 1): the column is added, the version set,
+    its runs still load (type unknown) and count for the growth guard as runs of any type."""
+    from sqlalchemy import text
+
+    from leadsquared_provider import state_store as module
+
+    old = RunRecord("dag/old", "dag", "scheduled__old", SCOPE, "s1", False, 40, 0, 1, 40)
+    store.save_run(old)
+    with store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE leadsquared_reset_runs DROP COLUMN run_type"))
+        conn.execute(state_schema.schema_version.update().values(version=1))
+    monkeypatch.setattr(module, "_schema_ready", set())
+
+    with StateStore("leadsquared_state") as migrated:
+        with migrated.engine.connect() as conn:
+            assert conn.execute(state_schema.schema_version.select()).one().version == 2
+        assert migrated.load_run("dag/old").run_type is None
+        assert migrated.growth_baseline("dag", "dag/new") == 40  # no typed scheduled run yet: any type
+        migrated.save_run(
+            RunRecord("dag/s1", "dag", "scheduled__1", SCOPE, "s1", False, 300, 0, 1, 300, run_type="scheduled")
+        )
+        assert migrated.growth_baseline("dag", "dag/new") == 300  # scheduled runs, once there are any
 
 
 def test_claim_is_insert_or_nothing_and_settles(store):
