@@ -110,8 +110,10 @@ class ResetResult:
 
     ``attempts`` counts requests sent; ``uncertain_attempts`` those among them that got no clear answer
     (timeout, dropped connection, 5xx) and were followed by another attempt: each may have reached
-    LeadSquared, so the lead counts as possibly repeated. ``rate_limited_answers`` counts the rate-limit
-    answers met on the way (they are retried, never an outcome).
+    LeadSquared, so the lead counts as possibly repeated. ``last_unread`` says the last attempt got no clear
+    answer either (the retries ran out): whoever sends the lead again, in this run or a later one, may repeat
+    it. ``rate_limited_answers`` counts the rate-limit answers met on the way (they are retried, never an
+    outcome).
     """
 
     lead_id: str
@@ -125,6 +127,7 @@ class ResetResult:
     budget_wait_seconds: float = 0.0
     uncertain_attempts: int = 0
     rate_limited_answers: int = 0
+    last_unread: bool = False
 
     @classmethod
     def not_sent(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from leadsquared_provider.exceptions import InvalidConnection, LeadSquaredAuthError, RateBudgetError
 from leadsquared_provider.outcomes import Outcome, ResetResult
-from leadsquared_provider.state_store import BatchScope, ClaimOwner, ClaimStatus, StateStore
+from leadsquared_provider.state_store import BatchScope, Claim, ClaimOwner, ClaimStatus, StateStore
 
 if TYPE_CHECKING:
     from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
@@ -137,13 +137,18 @@ class BatchSender:
             self.store.record_many(self.batch, items)
             counts[outcome] += len(items)
 
-    def _finish(self, item: Lead, result: ResetResult, taken_over: bool, counts: Counter[str]) -> None:
+    def _finish(self, item: Lead, result: ResetResult, claim: Claim, counts: Counter[str]) -> None:
+        taken_over = int(claim.status is ClaimStatus.TAKEN_OVER)  # the dead owner's request counts as a send
         try:
-            self.store.finish(self.owner, self.batch, item[1], result, extra_sends=int(taken_over), repeated=taken_over)
+            self.store.finish(
+                self.owner, self.batch, item[1], result, extra_sends=taken_over, repeated=claim.possibly_repeats
+            )
         except Exception as exc:  # e.g. a value the store refused: the lead is failed, the batch goes on
             self.log.exception("lead %s: its outcome %s could not be recorded", item[0], result.outcome)
             result = ResetResult.crashed(item[0], exc, attempts=result.attempts, started_at=result.started_at)
-            self.store.finish(self.owner, self.batch, item[1], result, extra_sends=int(taken_over), repeated=taken_over)
+            self.store.finish(
+                self.owner, self.batch, item[1], result, extra_sends=taken_over, repeated=claim.possibly_repeats
+            )
         counts[result.outcome] += 1
 
     def _send_one(self, item: Lead) -> ResetResult:
@@ -169,7 +174,7 @@ class BatchSender:
         heartbeat.start()
         queue: list[Lead] = list(reversed(todo))
         held: dict[Lead, str] = {}
-        pending: dict[Future[ResetResult], tuple[Lead, bool]] = {}
+        pending: dict[Future[ResetResult], tuple[Lead, Claim]] = {}
         done = 0
         last_stop_check = time.monotonic()
         held_deadline: float | None = None
@@ -193,10 +198,15 @@ class BatchSender:
                         elif claim.status is ClaimStatus.HELD:
                             held[item] = claim.detail
                         else:
-                            taken_over = claim.status is ClaimStatus.TAKEN_OVER
-                            if taken_over:
+                            if claim.status is ClaimStatus.TAKEN_OVER:
                                 self.log.warning("lead %s: %s; sending again", item[0], claim.detail)
-                            pending[pool.submit(self._send_one, item)] = (item, taken_over)
+                            elif claim.after_unread:
+                                self.log.warning(
+                                    "lead %s: an earlier attempt got no answer that was read; sending again "
+                                    "(possibly repeated)",
+                                    item[0],
+                                )
+                            pending[pool.submit(self._send_one, item)] = (item, claim)
                     if not pending:
                         if stopped or not (queue or held):
                             break
@@ -211,7 +221,7 @@ class BatchSender:
                         continue
                     finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for future in finished:
-                        item, taken_over = pending.pop(future)
+                        item, claim = pending.pop(future)
                         try:
                             result = future.result()
                         except LeadSquaredAuthError as exc:
@@ -222,7 +232,7 @@ class BatchSender:
                             # Every lead would meet it: stop; unsent leads are carried over by the next run.
                             result = ResetResult.crashed(item[0], exc)
                             report.stopped_by = report.stopped_by or exc
-                        self._finish(item, result, taken_over, counts)
+                        self._finish(item, result, claim, counts)
                         done += 1
                         if result.outcome is Outcome.AUTH_FAILED and report.auth_failure is None:
                             report.auth_failure = result

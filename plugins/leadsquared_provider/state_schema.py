@@ -28,7 +28,9 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 2  # 2: leadsquared_reset_runs.run_type (the growth guard's baseline); StateStore migrates 1
+# 2: leadsquared_reset_runs.run_type (the growth guard's baseline), leadsquared_reset_audit.unread (an attempt
+# whose answer was never read); StateStore migrates 1
+SCHEMA_VERSION = 2
 
 # Column sizes that answers are cut to before they are written (one lead's odd answer never fails a write).
 EXCEPTION_TYPE_SIZE = 200
@@ -117,6 +119,9 @@ audit = Table(
     Column("attempts", Integer, nullable=False),
     Column("sends", Integer, nullable=False),
     Column("possibly_repeated", Boolean, nullable=False, default=False),
+    # An attempt of this row's lead got no clear answer and no attempt followed it (it may have reached
+    # LeadSquared): the next send of the lead and window, by any run, is possibly repeated.
+    Column("unread", Boolean, nullable=False, default=False),
     Column("rate_limited", Integer, nullable=False, default=0),
     Column("started_at", Float),
     Column("finished_at", Float),

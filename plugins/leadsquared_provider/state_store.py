@@ -103,6 +103,13 @@ class ClaimStatus(StrEnum):
 class Claim:
     status: ClaimStatus
     detail: str = ""
+    # Ours, and an earlier attempt at this lead and window (any run or try) got no answer that was read:
+    # sending it now may repeat a reset LeadSquared already queued.
+    after_unread: bool = False
+
+    @property
+    def possibly_repeats(self) -> bool:
+        return self.status is ClaimStatus.TAKEN_OVER or self.after_unread
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,7 @@ def _migrate(conn: Any, found: int) -> None:
 
     if found < 2:  # the runs' type, for the growth guard's baseline (earlier runs stay NULL: any type)
         conn.execute(text(f"ALTER TABLE {t.runs.name} ADD COLUMN run_type VARCHAR(32)"))
+        conn.execute(text(f"ALTER TABLE {t.audit.name} ADD COLUMN unread BOOLEAN NOT NULL DEFAULT FALSE"))
     conn.execute(update(t.schema_version).where(t.schema_version.c.id == 1).values(version=t.SCHEMA_VERSION))
 
 
@@ -478,8 +486,12 @@ class StateStore:
                     if taken != 1:
                         return Claim(ClaimStatus.HELD, f"held by {holder}")
                     claim = Claim(ClaimStatus.TAKEN_OVER, f"expired claim of {holder} taken over")
+            a = t.audit
+            unread = select(a.c.lead_id).where(a.c.lead_id == lead_id, a.c.scope_key == scope_key, a.c.unread.is_(True))
+            if conn.execute(unread.limit(1)).first() is not None:
+                claim = Claim(claim.status, claim.detail, after_unread=True)
             sending = ResetResult.not_sent(lead_id, Outcome.SENDING, "request in flight")
-            self._write_audit(conn, batch, scope_key, sending, sends=0, repeated=claim.status is ClaimStatus.TAKEN_OVER)
+            self._write_audit(conn, batch, scope_key, sending, sends=0, repeated=claim.possibly_repeats)
         return claim
 
     def finish(
@@ -564,6 +576,7 @@ class StateStore:
             "attempts": result.attempts,
             "sends": sends,
             "possibly_repeated": bool(repeated),
+            "unread": result.last_unread,
             "rate_limited": result.rate_limited_answers,
             "started_at": result.started_at,
             "finished_at": result.finished_at,
@@ -585,6 +598,7 @@ class StateStore:
                 "attempts": a.c.attempts + x.attempts,
                 "sends": a.c.sends + x.sends,
                 "possibly_repeated": or_(a.c.possibly_repeated, x.possibly_repeated),
+                "unread": or_(a.c.unread, x.unread),
                 "rate_limited": a.c.rate_limited + x.rate_limited,
                 "started_at": func.coalesce(a.c.started_at, x.started_at),
                 "finished_at": x.finished_at,

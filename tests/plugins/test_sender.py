@@ -197,3 +197,30 @@ def test_refused_keys_stop_the_batch_and_skip_the_rest(setup, served, lsq_connec
     assert len([c for c in served.calls() if c["path"].endswith("Lead.Reset")]) == 1
     time.sleep(0)  # the claims of skipped leads were released
     assert store.settled(LEADS[8:14], "s1") == {}
+
+
+@pytest.mark.parametrize("later", ["next run", "same run's retry"])
+def test_a_send_after_an_attempt_whose_answer_was_never_read_is_possibly_repeated(
+    served, lsq_connection, state_conn, later
+):
+    """The lead's only attempt timed out (no retry left) though LeadSquared queued the reset: whoever sends it
+    again, a later run or the same run's next try, reports it possibly repeated."""
+    lsq = lsq_connection(served.base_url, timeout_seconds=0.5, max_retries=0)
+    lead = [(LEADS[0], "s1")]
+    with StateStore(state_conn) as store:
+        store.save_scope("s1", SCOPE)
+        served.configure(latency=(1.0, 1.0))  # the answer comes after the client's timeout
+        first = sender(store, lsq, "dag/r1").send(lead)
+        served.configure(latency=(0.01, 0.02))
+        time.sleep(0.6)  # the slow answer of the first request has been written by now
+        assert first.counts == {Outcome.FAILED: 1}
+        assert [row["possibly_repeated"] for row in store.iter_audit("dag/r1")] == [False]
+
+        run = "dag/r2" if later == "next run" else "dag/r1"
+        second = sender(store, lsq, run, batch=1 if later == "next run" else 2).send(lead)
+
+        assert second.counts == {Outcome.QUEUED: 1}
+        row = next(r for r in store.iter_audit(run) if r["lead_id"] == LEADS[0])
+        assert (row["outcome"], row["possibly_repeated"]) == ("queued", True)
+    accepted = [reset["lead_id"] for reset in served.resets()]
+    assert accepted == [LEADS[0], LEADS[0]]  # LeadSquared did queue it twice: the flag was the truth

@@ -78,8 +78,9 @@ def test_a_newer_schema_is_refused(store, monkeypatch):
 
 
 def test_a_version_1_store_is_migrated_and_keeps_its_runs(store, monkeypatch):
-    """A store written by the provider before run types (version 1): the column is added, the version set,
-    its runs still load (type unknown) and count for the growth guard as runs of any type."""
+    """A store written by the provider before version 2 (run types, unread answers): the columns are added,
+    the version set, its runs still load (type unknown) and count for the growth guard as runs of any type,
+    and its audit rows read as answered."""
     from sqlalchemy import text
 
     from leadsquared_provider import state_store as module
@@ -88,6 +89,7 @@ def test_a_version_1_store_is_migrated_and_keeps_its_runs(store, monkeypatch):
     store.save_run(old)
     with store.engine.begin() as conn:
         conn.execute(text("ALTER TABLE leadsquared_reset_runs DROP COLUMN run_type"))
+        conn.execute(text("ALTER TABLE leadsquared_reset_audit DROP COLUMN unread"))
         conn.execute(state_schema.schema_version.update().values(version=1))
     monkeypatch.setattr(module, "_schema_ready", set())
 
@@ -95,6 +97,8 @@ def test_a_version_1_store_is_migrated_and_keeps_its_runs(store, monkeypatch):
         with migrated.engine.connect() as conn:
             assert conn.execute(state_schema.schema_version.select()).one().version == 2
         assert migrated.load_run("dag/old").run_type is None
+        with migrated.engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM leadsquared_reset_audit WHERE unread")).scalar() == 0
         assert migrated.growth_baseline("dag", "dag/new") == 40  # no typed scheduled run yet: any type
         migrated.save_run(
             RunRecord("dag/s1", "dag", "scheduled__1", SCOPE, "s1", False, 300, 0, 1, 300, run_type="scheduled")

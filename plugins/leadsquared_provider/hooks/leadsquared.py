@@ -521,6 +521,7 @@ class LeadSquaredHook(HttpHook):
             budget_wait_seconds=round(tally.waited, 3),
             uncertain_attempts=tally.uncertain,
             rate_limited_answers=tally.rate_limited,
+            last_unread=outcome is Outcome.FAILED and tally.last_was_uncertain,
         )
 
     def _read(
