@@ -94,6 +94,7 @@ def audit_rows(rows: int, leads_per_run: int, touches: float, seed: int = 5) -> 
                     "attempts": sends,
                     "sends": sends,
                     "possibly_repeated": outcome == "failed" and n % 7 == 0,
+                    "unread": False,
                     "rate_limited": 1 if n % 97 == 0 else 0,
                     "started_at": finished - 0.15,
                     "finished_at": finished,

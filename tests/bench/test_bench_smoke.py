@@ -249,7 +249,8 @@ def test_state_cost_probe_counts_two_transactions_per_lead(tmp_path: Path, monke
     figures = send_batch("r1", 2, start_at=None)
     assert (figures["leads"], figures["not_ours"]) == (30, 0)
     assert figures["per_lead"]["transactions"] == 2  # the claim (+ sending row), the outcome (+ settled claim)
-    assert figures["claim"] == {"transactions": 1, "statements": 2, "INSERT": 2}
+    # The claim also looks for an earlier attempt of the lead whose answer was never read (possibly repeated).
+    assert figures["claim"] == {"transactions": 1, "statements": 3, "INSERT": 2, "SELECT": 1}
     assert figures["finish"] == {"transactions": 1, "statements": 2, "INSERT": 1, "UPDATE": 1}
     assert figures["per_heartbeat"] == {"transactions": 1, "statements": 1, "UPDATE": 1}
     assert 0 < figures["lead_ms"]["median"] <= figures["lead_ms"]["max"]
