@@ -56,10 +56,12 @@ from leadsquared_provider.accounts import Account, accounts_file, load_accounts
 from leadsquared_provider.notifications.run_report import RunReportNotifier
 from leadsquared_provider.operators.reset import LeadSquaredResetOperator
 from leadsquared_provider.run_params import (
+    DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_REJECTED_SHARE,
     DEFAULT_MAX_STILL_PRESENT,
     DEFAULT_VERIFY_DELAY_SECONDS,
     DEFAULT_VERIFY_SAMPLE,
+    MAX_IN_FLIGHT,
     MAX_VERIFY_DELAY_SECONDS,
     MAX_VERIFY_SAMPLE,
     POKE_INTERVAL_SECONDS,
@@ -152,10 +154,10 @@ def leadsquared_reset(account: Account) -> DAG:
             ),
             "batch_size": Param(200, type="integer", minimum=1, title="Leads per batch"),
             "max_in_flight": Param(
-                4,
+                DEFAULT_MAX_IN_FLIGHT,
                 type="integer",
                 minimum=1,
-                maximum=32,
+                maximum=MAX_IN_FLIGHT,
                 title="Requests in flight per batch",
                 description="More hides latency; a killed task may repeat at most this many requests.",
             ),

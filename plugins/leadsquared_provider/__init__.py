@@ -61,7 +61,12 @@ class LeadSquaredSettings:
         minimum=0,
     )
     rate_window_seconds: float = _setting(
-        5.0, "Rate window (seconds)", "The window of the plan's limit (LeadSquared: 5 seconds).", kind=float, minimum=0
+        5.0,
+        "Rate window (seconds)",
+        "The window of the plan's limit (LeadSquared: 5 seconds); 0.001 or more (the budget counts milliseconds).",
+        kind=float,
+        minimum=0.001,
+        exclusive_minimum=False,
     )
     rate_share: float = _setting(
         1.0,

@@ -21,6 +21,8 @@ DEFAULT_VERIFY_DELAY_SECONDS = 300
 DEFAULT_MAX_STILL_PRESENT = 0
 MAX_VERIFY_SAMPLE = 1000  # 1000 reads (a lead with <= 25 activities): ~3.5 min at 25 calls / 5 s
 MAX_VERIFY_DELAY_SECONDS = 6 * 3600
+# Requests of one batch in flight at once: the default and the range the plan and the operator accept.
+DEFAULT_MAX_IN_FLIGHT, MAX_IN_FLIGHT = 4, 32
 # Between two pokes of the verify task (Airflow advises at least a minute for sensors in reschedule mode).
 POKE_INTERVAL_SECONDS = 60
 
@@ -36,7 +38,9 @@ def _flag(params: Mapping[str, Any], name: str, default: bool) -> bool:
     raise PlanError(f"param {name} must be true or false, got {raw!r}; nothing was sent")
 
 
-def _number(params: Mapping[str, Any], name: str, default: float, *, whole: bool, low: float) -> Any:
+def _number(
+    params: Mapping[str, Any], name: str, default: float, *, whole: bool, low: float, high: float | None = None
+) -> Any:
     raw = params.get(name, default)
     if raw is None:
         raw = default
@@ -55,6 +59,8 @@ def _number(params: Mapping[str, Any], name: str, default: float, *, whole: bool
         raise PlanError(f"param {name} must be {kind}, got {raw!r}; nothing was sent") from None
     if value < low:
         raise PlanError(f"param {name} must be at least {low:g}, got {raw!r}; nothing was sent")
+    if high is not None and value > high:
+        raise PlanError(f"param {name} must be at most {high:g}, got {raw!r}; nothing was sent")
     return value
 
 
@@ -72,6 +78,7 @@ class RunParams:
     max_growth_factor: float = 10.0
     growth_guard_floor: int = 100
     batch_size: int = 200
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     retry_earlier_failures: bool = True
     failure_threshold: int = 0
     max_rejected_share: float = DEFAULT_MAX_REJECTED_SHARE
@@ -102,6 +109,9 @@ class RunParams:
             max_growth_factor=_number(params, "max_growth_factor", 10, whole=False, low=1),
             growth_guard_floor=_number(params, "growth_guard_floor", 100, whole=True, low=0),
             batch_size=_number(params, "batch_size", 200, whole=True, low=1),
+            max_in_flight=_number(
+                params, "max_in_flight", DEFAULT_MAX_IN_FLIGHT, whole=True, low=1, high=MAX_IN_FLIGHT
+            ),
             retry_earlier_failures=_flag(params, "retry_earlier_failures", True),
             failure_threshold=_number(params, "failure_threshold", 0, whole=True, low=0),
             max_rejected_share=rejected_share,

@@ -104,6 +104,9 @@ REFUSED = [
     ({}, "set allow_all_time=true"),
     ({**WINDOW, "max_leads_per_run": 2}, "3 candidate leads exceed max_leads_per_run=2"),
     ({**WINDOW, "batch_size": 0}, "batch_size must be at least 1"),
+    ({**WINDOW, "max_in_flight": 4.5}, "param max_in_flight must be a whole number, got 4.5; nothing was sent"),
+    ({**WINDOW, "max_in_flight": 33}, "param max_in_flight must be at most 32, got 33; nothing was sent"),
+    ({**WINDOW, "max_in_flight": "four"}, "param max_in_flight must be a whole number, got 'four'"),
 ]
 
 
@@ -175,6 +178,19 @@ def test_messy_lead_ids_are_cleaned_and_bad_ones_recorded_never_sent(plan, serve
     assert {k for k, r in rows.items() if r["outcome"] == "rejected"} == {"x" * 200, "'; DROP TABLE leads; --", "1234"}
     assert all(r["exception_type"] == "InvalidLeadId" and r["sends"] == 0 for r in rows.values())
     assert "is not a LeadSquared GUID" in rows["1234"]["message"]
+
+
+def test_a_whole_number_written_as_4_0_passes_the_plan_and_the_operator(plan):
+    """A REST trigger's JSON may say 4.0: the plan accepts it, and so does the operator, which reads the
+    rendered text "4.0" (every batch used to fail on it)."""
+    from leadsquared_provider.operators.reset import _whole
+    from leadsquared_provider.run_params import RunParams
+
+    assert plan({**WINDOW, "max_in_flight": 4.0}) == [1]
+    assert RunParams.from_params({"max_in_flight": 4.0}).max_in_flight == 4
+    assert _whole("max_in_flight", "4.0", 1, 32) == 4
+    with pytest.raises(ValueError, match=r"max_in_flight must be a whole number, got '4\.5'"):
+        _whole("max_in_flight", "4.5", 1, 32)
 
 
 def test_sudden_jump_in_candidates_is_refused(plan, served):

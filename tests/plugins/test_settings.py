@@ -77,6 +77,10 @@ def test_every_numeric_setting_must_be_finite_and_positive(name, raw):
     ("extra", "message"),
     [
         pytest.param({"rate_limit": 2.5}, "'rate_limit' = 2.5 is not a whole number", id="fractional-count"),
+        # the budget counts whole milliseconds: a shorter window would be 0 ms (every call divided by zero)
+        pytest.param(
+            {"rate_window_seconds": 0.0004}, "'rate_window_seconds' = 0.0004 must be 0.001 or more", id="window-0-ms"
+        ),
         pytest.param({"max_retries": "1.5"}, "'max_retries' = '1.5' is not a whole number", id="fractional-retries"),
         pytest.param({"rate_share": 1.5}, "'rate_share' = 1.5 must be at most 1", id="share-above-one"),
         pytest.param({"rate_share": 0}, "'rate_share' = 0 must be positive", id="share-zero"),

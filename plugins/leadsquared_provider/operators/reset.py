@@ -8,16 +8,21 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from leadsquared_provider import DEFAULT_STATE_CONN_ID
+from leadsquared_provider.run_params import DEFAULT_MAX_IN_FLIGHT, MAX_IN_FLIGHT
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
 def _whole(name: str, value: Any, low: int, high: int) -> int:
+    """A whole number, also as rendered text (``"4"``, or ``"4.0"`` for a trigger's JSON ``4.0``)."""
     try:
-        number = int(value)
-    except (TypeError, ValueError):
+        number = float(value)
+        if isinstance(value, bool) or not number.is_integer():
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+    number = int(number)
     if not low <= number <= high:
         raise ValueError(f"{name} must be between {low} and {high}, got {number}")
     return number
@@ -49,7 +54,7 @@ class LeadSquaredResetOperator(BaseOperator):
         batch: int | str,
         leadsquared_conn_id: str = "leadsquared_default",
         state_conn_id: str = DEFAULT_STATE_CONN_ID,
-        max_in_flight: int | str = 4,
+        max_in_flight: int | str = DEFAULT_MAX_IN_FLIGHT,
         claim_ttl_seconds: float = 30.0,
         progress_every_seconds: float = 10.0,
         **kwargs: Any,
@@ -72,7 +77,7 @@ class LeadSquaredResetOperator(BaseOperator):
         from leadsquared_provider.sender import BatchSender, owner_for
         from leadsquared_provider.state_store import BatchScope, StateStore, run_key
 
-        in_flight = _whole("max_in_flight", self.max_in_flight, 1, 32)
+        in_flight = _whole("max_in_flight", self.max_in_flight, 1, MAX_IN_FLIGHT)
         number = _whole("batch", self.batch, 1, 1_000_000)
         dag_run = context["dag_run"]
         key = run_key(dag_run.dag_id, dag_run.run_id)
