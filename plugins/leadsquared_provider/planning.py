@@ -111,7 +111,7 @@ def check_blast_radius(
     if previous is not None and count > growth_floor and count > previous * max_growth:
         raise PlanError(
             f"{count} candidate leads is more than {max_growth:g} x the usual {previous} (the median of the "
-            "DAG's last scheduled runs): "
+            "DAG's recent runs, scheduled ones first): "
             "nothing was sent. If this is meant, trigger the run with a higher max_growth_factor param."
         )
 

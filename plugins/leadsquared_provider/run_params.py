@@ -89,9 +89,7 @@ class RunParams:
         lead_ids = params.get("lead_ids")
         if isinstance(lead_ids, str):
             lead_ids = lead_ids.replace(",", "\n").splitlines()
-        rejected_share = _number(params, "max_rejected_share", DEFAULT_MAX_REJECTED_SHARE, whole=False, low=0)
-        if rejected_share > 1:
-            raise PlanError(f"param max_rejected_share must be between 0 and 1, got {rejected_share!r}")
+        rejected_share = _number(params, "max_rejected_share", DEFAULT_MAX_REJECTED_SHARE, whole=False, low=0, high=1)
         export = params.get("audit_export_table") or None
         return cls(
             categories={

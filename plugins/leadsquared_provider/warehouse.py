@@ -236,13 +236,21 @@ def _best_effort_read_only(conn: Any, family: str) -> None:
             conn.read_only = True
         elif family == "sqlite3":
             conn.execute("PRAGMA query_only = ON")
-        if family in _POSTGRES_FAMILIES:
-            _execute(conn, "SET TIME ZONE 'UTC'")
         elif family in _MYSQL_FAMILIES:
-            _execute(conn, "SET time_zone = '+00:00'")
+            _in_utc(conn, family)  # before the transaction starts
             _execute(conn, "START TRANSACTION READ ONLY")
+        if family in _POSTGRES_FAMILIES:
+            _in_utc(conn, family)  # a read-only transaction may SET
     except Exception as exc:  # e.g. a MySQL-protocol warehouse without read-only transactions
-        log.warning("could not make the warehouse session read-only in UTC (%s: %s)", type(exc).__name__, exc)
+        log.warning("could not make the warehouse session read-only (%s: %s)", type(exc).__name__, exc)
+
+
+def _in_utc(conn: Any, family: str) -> None:
+    """The session's time zone UTC, where the driver's server has one; a failure only logs."""
+    try:
+        _execute(conn, "SET TIME ZONE 'UTC'" if family in _POSTGRES_FAMILIES else "SET time_zone = '+00:00'")
+    except Exception as exc:  # a MySQL-protocol warehouse without time zones: bounds compare as written
+        log.warning("could not set the warehouse session's time zone to UTC (%s: %s)", type(exc).__name__, exc)
 
 
 def _execute(conn: Any, statement: str) -> None:
