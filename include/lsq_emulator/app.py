@@ -38,6 +38,23 @@ class DroppedResponse(Response):
         # Returning without the final body message: uvicorn closes the transport mid-response.
 
 
+class TrickledResponse(Response):
+    """A whole answer sent one byte every ``every`` seconds (a congested link, a proxy that drips): each
+    byte arrives well within a socket read timeout, the whole answer much later."""
+
+    def __init__(self, payload: bytes, status: int, media_type: str, every: float, stopping: threading.Event) -> None:
+        super().__init__(status_code=status)
+        self.payload, self.content_type, self.every, self.stopping = payload, media_type, every, stopping
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", self.content_type.encode()), (b"content-length", str(len(self.payload)).encode())]
+        await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
+        for i in range(len(self.payload)):
+            await _pause(self.every, self.stopping)
+            await send({"type": "http.response.body", "body": self.payload[i : i + 1], "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 async def _pause(seconds: float, stopping: threading.Event) -> None:
     """Sleep ``seconds`` without blocking the loop; cut short when the emulator is stopping."""
     loop = asyncio.get_running_loop()
@@ -141,6 +158,9 @@ def create_app(emulator: Emulator) -> FastAPI:
         emulator.finish(answer, time.monotonic() - started)
         if answer.kind == "drop":
             return DroppedResponse()
+        if answer.kind == "trickle":
+            every = emulator.config.trickle_byte_seconds
+            return TrickledResponse(answer.payload, answer.status, answer.content_type, every, emulator.stopping)
         return Response(
             answer.payload, status_code=answer.status, media_type=answer.content_type, headers=answer.headers
         )

@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-non-json", type=float, default=0.0)
     p.add_argument("--rate-limit-burst", type=float, default=0.0)
     p.add_argument("--hang-seconds", type=float, default=30.0)
+    p.add_argument("--fault-trickle", type=float, default=0.0)
+    p.add_argument("--trickle-byte-seconds", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--reset-processing-delay",
@@ -149,6 +151,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         fault_non_json_200_rate=args.fault_non_json,
         rate_limit_burst_rate=args.rate_limit_burst,
         hang_seconds=args.hang_seconds,
+        fault_trickle_rate=args.fault_trickle,
+        trickle_byte_seconds=args.trickle_byte_seconds,
         seed=args.seed,
         reset_processing_delay_seconds=args.reset_processing_delay,
         region=args.region,

@@ -20,6 +20,7 @@ FAULT_RATES = (
     "fault_drop_rate",
     "fault_html_rate",
     "fault_non_json_200_rate",
+    "fault_trickle_rate",
     "rate_limit_burst_rate",
 )
 _SINGAPORE = {"", "sg", "sg1", "ap1"}
@@ -85,7 +86,8 @@ class EmulatorConfig:
     ``rate_limit`` admitted calls per account in any ``rate_window_seconds`` span, refused as HTTP
     ``rate_limit_style`` ("429", "200" or "403"); ``latency`` (min, max) seconds added to every API
     answer; ``fault_*_rate`` and ``rate_limit_burst_rate`` are per-call probabilities drawn from
-    ``random.Random(seed)``; a timeout fault hangs ``hang_seconds`` then answers 504; an accepted reset
+    ``random.Random(seed)``; a timeout fault hangs ``hang_seconds`` then answers 504; a trickle fault
+    performs the call and sends its whole answer one byte every ``trickle_byte_seconds``; an accepted reset
     is performed ``reset_processing_delay_seconds`` later (``reset_apply_delay`` is its older name);
     keys of an account outside ``region`` get 401.
 
@@ -107,8 +109,10 @@ class EmulatorConfig:
     fault_drop_rate: float = 0.0
     fault_html_rate: float = 0.0
     fault_non_json_200_rate: float = 0.0
+    fault_trickle_rate: float = 0.0
     rate_limit_burst_rate: float = 0.0
     hang_seconds: float = 30.0
+    trickle_byte_seconds: float = 0.5
     seed: int = 0
     reset_apply_delay: float = 0.0  # older name of reset_processing_delay_seconds; both always hold one value
     region: str = "in21"
@@ -149,6 +153,8 @@ class EmulatorConfig:
             object.__setattr__(self, name, rate)
         if self.hang_seconds < 0:
             raise ValueError("hang_seconds must be >= 0")
+        if not 0 < self.trickle_byte_seconds <= 60:
+            raise ValueError(f"trickle_byte_seconds must be above 0 and at most 60, got {self.trickle_byte_seconds!r}")
         self._check_processing_delay()
         object.__setattr__(self, "failing_leads", _lead_ids(self.failing_leads, "failing_leads"))
         object.__setattr__(self, "unperformed_leads", _lead_ids(self.unperformed_leads, "unperformed_leads"))

@@ -23,7 +23,16 @@ from urllib.parse import parse_qsl
 from lsq_emulator import errors
 from lsq_emulator.activities import parse_activity_query, retrieve
 from lsq_emulator.config import Account, EmulatorConfig, api_host
-from lsq_emulator.faults import FAULT_5XX, FAULT_DROP, FAULT_HTML, FAULT_NON_JSON, FAULT_TIMEOUT, FateDice, FaultDice
+from lsq_emulator.faults import (
+    FAULT_5XX,
+    FAULT_DROP,
+    FAULT_HTML,
+    FAULT_NON_JSON,
+    FAULT_TIMEOUT,
+    FAULT_TRICKLE,
+    FateDice,
+    FaultDice,
+)
 from lsq_emulator.hostile import HOSTILE_KINDS, hostile_answer
 from lsq_emulator.rate_limit import SlidingWindowLimiter
 from lsq_emulator.store import RECORD_KINDS, RESET_STATES, LeadStore
@@ -81,7 +90,8 @@ class ApiRequest:
 
 @dataclass
 class Answer:
-    """The decided response: ``kind`` is ``body``, ``hang`` (sleep ``delay`` then send) or ``drop``."""
+    """The decided response: ``kind`` is ``body``, ``hang`` (sleep ``delay`` then send), ``drop`` or
+    ``trickle`` (the body one byte at a time)."""
 
     status: int
     payload: bytes
@@ -265,7 +275,7 @@ class Emulator:
                     message,
                     draw.latency,
                 )
-            if draw.fault is not None:
+            if draw.fault is not None and draw.fault != FAULT_TRICKLE:
                 return self._fault(record, draw.fault, draw.latency, config)
             if endpoint.name == "reset":
                 lead_key = str(record["lead_id"]).strip().lower()
@@ -279,6 +289,9 @@ class Emulator:
             except errors.RequestRejected as exc:
                 return self._error(record, exc.status, "rejected", exc.exception_type, exc.message, draw.latency)
             record.update(status=status, outcome=outcome)
+            if draw.fault == FAULT_TRICKLE:
+                record["trickled"] = True
+                return Answer(status, _json_bytes(body), JSON_TYPE, draw.latency, "trickle", record)
             return Answer(status, _json_bytes(body), JSON_TYPE, draw.latency, "body", record)
 
     def finish(self, answer: Answer, duration: float) -> None:

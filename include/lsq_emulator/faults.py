@@ -12,6 +12,7 @@ FAULT_TIMEOUT = "timeout"
 FAULT_DROP = "dropped"
 FAULT_HTML = "html"
 FAULT_NON_JSON = "non_json"
+FAULT_TRICKLE = "trickle"  # performed, answered in full, one byte at a time
 
 # Checked in this order against one uniform draw, so rates add up (a rate of 1.0 forces its fault).
 _FAULT_ORDER = (
@@ -20,6 +21,7 @@ _FAULT_ORDER = (
     (FAULT_DROP, "fault_drop_rate"),
     (FAULT_HTML, "fault_html_rate"),
     (FAULT_NON_JSON, "fault_non_json_200_rate"),
+    (FAULT_TRICKLE, "fault_trickle_rate"),
 )
 
 

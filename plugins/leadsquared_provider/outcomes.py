@@ -55,6 +55,7 @@ VALIDATION_EXCEPTIONS: frozenset[str] = frozenset(
     }
 )
 REDIRECT_EXCEPTION = "Redirect"  # our own exception type for a 3xx answer
+GENERIC_EXCEPTION = "MXException"  # LeadSquared's catch-all: it does not say what was wrong
 
 
 class Outcome(StrEnum):
@@ -86,6 +87,10 @@ class AnswerClass(StrEnum):
     AUTH_FAILED = "auth_failed"  # keys, host, permission or redirect: the hook stops
     RATE_LIMITED = "rate_limited"  # the budget slows down and the call is sent again; never an outcome
     TRANSIENT = "transient"  # no clear answer: retried, then ``failed``
+    # A 4xx error that does not say why (no exception type, or the catch-all ``MXException``): the same
+    # request now would get the same answer, so it is not retried in this run; but it is not a refusal for
+    # good either: ``failed``, its claim released, and the next run tries it again (at most three runs).
+    REFUSED = "refused"
 
 
 @dataclass(frozen=True)
@@ -312,6 +317,8 @@ def classify_answer(
         what = f"{exception_type}: {said}" if exception_type else f"body {_excerpt(body_text)!r}"
         return answer(AnswerClass.TRANSIENT, f"answer {status_code} is not a success: {what}", uncertain=True)
     if 400 <= status_code < 500 and status_code != 408 and is_error:
+        if exception_type in (None, GENERIC_EXCEPTION):
+            return answer(AnswerClass.REFUSED, f"answer {status_code} without a reason: {said}")
         return answer(AnswerClass.REJECTED, message or "error answer")
     return answer(
         AnswerClass.TRANSIENT, f"answer {status_code} is not an error object: {_excerpt(body_text)!r}", uncertain=True

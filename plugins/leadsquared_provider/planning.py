@@ -9,10 +9,13 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leadsquared_provider.exceptions import InvalidResetRequest, PlanError
 from leadsquared_provider.reset_request import ResetScope, normalize_lead_id
+
+if TYPE_CHECKING:
+    from leadsquared_provider import LeadSquaredSettings
 
 # Below Airflow's [core] max_map_length (1024), with room to spare.
 MAX_BATCHES = 1000
@@ -134,6 +137,16 @@ def batch_bounds(number: int, size: int, total: int) -> dict[str, int]:
         raise PlanError(f"batch {number} does not exist: {total} leads in batches of {size}")
     first = (number - 1) * size + 1
     return {"batch": number, "first": first, "last": min(first + size - 1, total)}
+
+
+def batch_time_limit(leads: int, settings: LeadSquaredSettings) -> timedelta:
+    """The reset task's ``execution_timeout``: four times the batch's calls at the connection's share of the
+    rate (room for co-tenants, retries and rate-limit answers), plus one lead's longest retry chain of
+    whole-call deadlines, plus two minutes. A task past it fails and its try's retry takes the unsent leads."""
+    per_second = settings.rate_limit * settings.rate_share / settings.rate_window_seconds
+    calls = 4 * leads / per_second if per_second > 0 else 0.0
+    longest_lead = (settings.max_retries + 1) * (settings.timeout_seconds + settings.backoff_max_seconds)
+    return timedelta(seconds=math.ceil(calls + longest_lead + 120))
 
 
 def batch_label(batch: Mapping[str, int]) -> str:

@@ -4,8 +4,14 @@ Per lead: take the claim on (lead, scope) in the state store (which writes its `
 the hook (which paces every call by the account's budget), then write the outcome and settle or release the
 claim in one transaction. A lead settled under its scope by any run is ``already_done``; one held by a live
 owner (another run, a zombie try of this batch) is revisited until that owner settles, releases or loses
-it (its claim expires), then ``in_progress_elsewhere`` if still held. An expired claim is taken over and its
-lead reported as possibly repeated. Claims are kept fresh by a heartbeat thread while the batch works.
+it (its claim expires), then ``in_progress_elsewhere`` if still held. An expired claim is taken over once
+it has been seen expired and unchanged for two heartbeats (by the store's clock), and its lead is reported
+as possibly repeated. Claims are kept fresh by a heartbeat thread while the batch works.
+
+An answer that has been read is never lost to a store error (SQLite's lock held past its busy timeout, a
+dropped PostgreSQL connection): its write is retried with backoff, the result kept in memory and its claim
+held (the heartbeat goes on), until the store takes it or the task is killed; nothing new is claimed
+meanwhile.
 """
 
 from __future__ import annotations
@@ -17,17 +23,29 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from leadsquared_provider.exceptions import InvalidConnection, LeadSquaredAuthError, RateBudgetError
 from leadsquared_provider.outcomes import Outcome, ResetResult
-from leadsquared_provider.state_store import BatchScope, Claim, ClaimOwner, ClaimStatus, StateStore
+from leadsquared_provider.state_store import BatchScope, Claim, ClaimOwner, ClaimStatus, Sighting, StateStore
 
 if TYPE_CHECKING:
     from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
     from leadsquared_provider.reset_request import ResetScope
 
 Lead = tuple[str, str]  # (lead_id, scope_key)
+T = TypeVar("T")
+
+# A store error worth waiting out: a lock held past the busy timeout, a dropped or refused connection.
+_STORE_RETRY_FIRST_SECONDS = 0.5
+_STORE_RETRY_MAX_SECONDS = 15.0
+_DRAIN_SECONDS = 60.0  # after a kill, how long the answers in flight may wait for the store
+
+
+def _store_unavailable(exc: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
 class _Progress:
@@ -107,6 +125,9 @@ class BatchSender:
         self.max_in_flight = max_in_flight
         self.claim_ttl = claim_ttl_seconds
         self.heartbeat_seconds = heartbeat_seconds
+        # An expired claim is taken over only if still expired and unchanged this much later: its owner's
+        # heartbeat, delayed by a locked or unreachable store, lands within two beats once the store answers.
+        self.takeover_grace = 2 * heartbeat_seconds
         self.progress_every = progress_every_seconds
         self.held_poll = held_poll_seconds
         self.run_stopped = run_stopped or (lambda: False)
@@ -114,42 +135,125 @@ class BatchSender:
 
     # -- the parts ----------------------------------------------------------------------------------
 
+    def durably(self, what: str, give_up_after: float | None, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``call(*args, **kwargs)``, retried with backoff while the store is unavailable (locked, unreachable),
+        for ever or ``give_up_after`` seconds."""
+        wait = _STORE_RETRY_FIRST_SECONDS
+        started = time.monotonic()
+        while True:
+            try:
+                return call(*args, **kwargs)
+            except Exception as exc:
+                if not _store_unavailable(exc) or (
+                    give_up_after is not None and time.monotonic() - started + wait > give_up_after
+                ):
+                    raise
+                self.log.warning(
+                    "state store unavailable while %s (%s: %s); trying again in %.1f s",
+                    what,
+                    type(exc).__name__,
+                    str(exc).splitlines()[0][:200],
+                    wait,
+                )
+            time.sleep(wait)
+            wait = min(wait * 2, _STORE_RETRY_MAX_SECONDS)
+
     def skip_settled(self, leads: list[Lead], counts: Counter[str]) -> list[Lead]:
         """Record leads already settled under their scope as ``already_done``; return the others."""
         by_scope: dict[str, list[str]] = {}
         for lead, scope_key in leads:
             by_scope.setdefault(scope_key, []).append(lead)
-        settled = {(lead, sk): how for sk, ids in by_scope.items() for lead, how in self.store.settled(ids, sk).items()}
+        settled = {
+            (lead, sk): how
+            for sk, ids in by_scope.items()
+            for lead, how in self.durably("reading settled leads", None, self.store.settled, ids, sk).items()
+        }
         if settled:
-            self.store.record_many(
-                self.batch,
-                (
-                    (sk, ResetResult.not_sent(lead, Outcome.ALREADY_DONE, f"not sent: {how} (same window, categories)"))
-                    for (lead, sk), how in sorted(settled.items())
-                ),
-            )
+            items = [
+                (sk, ResetResult.not_sent(lead, Outcome.ALREADY_DONE, f"not sent: {how} (same window, categories)"))
+                for (lead, sk), how in sorted(settled.items())
+            ]
+            self.durably("recording settled leads", None, self.store.record_many, self.batch, items)
             counts[Outcome.ALREADY_DONE] += len(settled)
         return [pair for pair in leads if pair not in settled]
 
     def record_each(self, leads: Iterable[Lead], outcome: Outcome, message: str, counts: Counter[str]) -> None:
         items = [(sk, ResetResult.not_sent(lead, outcome, message)) for lead, sk in leads]
         if items:
-            self.store.record_many(self.batch, items)
+            self.durably(f"recording {outcome}", None, self.store.record_many, self.batch, items)
             counts[outcome] += len(items)
 
-    def _finish(self, item: Lead, result: ResetResult, claim: Claim, counts: Counter[str]) -> None:
+    def _finish(
+        self,
+        item: Lead,
+        result: ResetResult,
+        claim: Claim,
+        counts: Counter[str],
+        give_up_after: float | None = None,
+    ) -> None:
+        """Record the lead's outcome and settle or release its claim; a store outage is waited out."""
         taken_over = int(claim.status is ClaimStatus.TAKEN_OVER)  # the dead owner's request counts as a send
+
+        def write(outcome: ResetResult) -> None:
+            self.durably(
+                f"recording lead {item[0]} as {outcome.outcome}",
+                give_up_after,
+                self.store.finish,
+                self.owner,
+                self.batch,
+                item[1],
+                outcome,
+                extra_sends=taken_over,
+                repeated=claim.possibly_repeats,
+            )
+
         try:
-            self.store.finish(
-                self.owner, self.batch, item[1], result, extra_sends=taken_over, repeated=claim.possibly_repeats
+            try:
+                write(result)
+            except Exception as exc:  # e.g. a value the store refused: the lead is failed, the batch goes on
+                self.log.exception("lead %s: its outcome %s could not be recorded", item[0], result.outcome)
+                result = ResetResult.crashed(item[0], exc, attempts=result.attempts, started_at=result.started_at)
+                write(result)
+        except BaseException:  # killed (execution_timeout) while the store was away: say what was not recorded
+            self.log.error(
+                "lead %s: LeadSquared answered %s but the state store never took it; its claim expires and "
+                "a later run sends it again (possibly repeated)",
+                item[0],
+                result.outcome,
             )
-        except Exception as exc:  # e.g. a value the store refused: the lead is failed, the batch goes on
-            self.log.exception("lead %s: its outcome %s could not be recorded", item[0], result.outcome)
-            result = ResetResult.crashed(item[0], exc, attempts=result.attempts, started_at=result.started_at)
-            self.store.finish(
-                self.owner, self.batch, item[1], result, extra_sends=taken_over, repeated=claim.possibly_repeats
-            )
+            raise
         counts[result.outcome] += 1
+
+    def _take(
+        self,
+        future: Future[ResetResult],
+        item: Lead,
+        claim: Claim,
+        report: SendReport,
+        give_up_after: float | None = None,
+    ) -> None:
+        """Record the answer of a finished request (waiting for it if needed) and note what stops the batch."""
+        try:
+            result = future.result()
+        except LeadSquaredAuthError as exc:
+            result = ResetResult.not_sent(
+                item[0], Outcome.SKIPPED, f"not sent: {exc}", exception_type=exc.exception_type
+            )
+        except (RateBudgetError, InvalidConnection) as exc:
+            # Every lead would meet it: stop; unsent leads are carried over by the next run.
+            result = ResetResult.crashed(item[0], exc)
+            report.stopped_by = report.stopped_by or exc
+        self._finish(item, result, claim, report.counts, give_up_after)
+        if result.outcome is Outcome.AUTH_FAILED and report.auth_failure is None:
+            report.auth_failure = result
+
+    def _run_stopped(self) -> bool:
+        try:
+            return self.run_stopped()
+        except Exception as exc:
+            if not _store_unavailable(exc):
+                raise
+            return False  # looked at again in 5 s; the hook itself stops on a refusal it meets
 
     def _send_one(self, item: Lead) -> ResetResult:
         from leadsquared_provider.reset_request import ResetRequest
@@ -174,69 +278,85 @@ class BatchSender:
         heartbeat.start()
         queue: list[Lead] = list(reversed(todo))
         held: dict[Lead, str] = {}
+        sightings: dict[Lead, Sighting] = {}
         pending: dict[Future[ResetResult], tuple[Lead, Claim]] = {}
         done = 0
         last_stop_check = time.monotonic()
         held_deadline: float | None = None
         try:
             with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="lsq-reset") as pool:
-                while True:
-                    stopped = report.auth_failure is not None or report.stopped_by is not None
-                    if not stopped and time.monotonic() - last_stop_check > 5.0:
-                        last_stop_check = time.monotonic()
-                        if self.run_stopped():
-                            report.auth_failure = ResetResult.not_sent(
-                                "", Outcome.AUTH_FAILED, "another batch of this run was refused"
-                            )
-                            stopped = True
-                    while not stopped and queue and len(pending) < self.max_in_flight:
-                        item = queue.pop()
-                        claim = self.store.claim(self.owner, self.batch, item[0], item[1], self.claim_ttl)
-                        if claim.status is ClaimStatus.SETTLED:
-                            self.record_each([item], Outcome.ALREADY_DONE, f"not sent: {claim.detail}", counts)
-                            done += 1
-                        elif claim.status is ClaimStatus.HELD:
-                            held[item] = claim.detail
-                        else:
-                            if claim.status is ClaimStatus.TAKEN_OVER:
-                                self.log.warning("lead %s: %s; sending again", item[0], claim.detail)
-                            elif claim.after_unread:
-                                self.log.warning(
-                                    "lead %s: an earlier attempt got no answer that was read; sending again "
-                                    "(possibly repeated)",
-                                    item[0],
+                try:
+                    while True:
+                        stopped = report.auth_failure is not None or report.stopped_by is not None
+                        if not stopped and time.monotonic() - last_stop_check > 5.0:
+                            last_stop_check = time.monotonic()
+                            if self._run_stopped():
+                                report.auth_failure = ResetResult.not_sent(
+                                    "", Outcome.AUTH_FAILED, "another batch of this run was refused"
                                 )
-                            pending[pool.submit(self._send_one, item)] = (item, claim)
-                    if not pending:
-                        if stopped or not (queue or held):
-                            break
-                        if not queue:
-                            # Only leads held by others are left: look again until they settle or expire.
-                            if held_deadline is None:
-                                held_deadline = time.monotonic() + self.claim_ttl + 2 * self.heartbeat_seconds
-                            if time.monotonic() >= held_deadline:
-                                break
-                            time.sleep(self.held_poll)
-                            queue, held = list(reversed(held)), {}
-                        continue
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        item, claim = pending.pop(future)
-                        try:
-                            result = future.result()
-                        except LeadSquaredAuthError as exc:
-                            result = ResetResult.not_sent(
-                                item[0], Outcome.SKIPPED, f"not sent: {exc}", exception_type=exc.exception_type
+                                stopped = True
+                        while not stopped and queue and len(pending) < self.max_in_flight:
+                            item = queue.pop()
+                            claim = self.durably(
+                                f"claiming lead {item[0]}",
+                                None,
+                                self.store.claim,
+                                self.owner,
+                                self.batch,
+                                item[0],
+                                item[1],
+                                self.claim_ttl,
+                                sighting=sightings.get(item),
+                                grace=self.takeover_grace,
                             )
-                        except (RateBudgetError, InvalidConnection) as exc:
-                            # Every lead would meet it: stop; unsent leads are carried over by the next run.
-                            result = ResetResult.crashed(item[0], exc)
-                            report.stopped_by = report.stopped_by or exc
-                        self._finish(item, result, claim, counts)
-                        done += 1
-                        if result.outcome is Outcome.AUTH_FAILED and report.auth_failure is None:
-                            report.auth_failure = result
-                    progress.tick(done)
+                            if claim.status is ClaimStatus.SETTLED:
+                                self.record_each([item], Outcome.ALREADY_DONE, f"not sent: {claim.detail}", counts)
+                                done += 1
+                            elif claim.status in (ClaimStatus.HELD, ClaimStatus.EXPIRED):
+                                held[item] = claim.detail
+                                if claim.sighting is not None:
+                                    sightings[item] = claim.sighting
+                                else:
+                                    sightings.pop(item, None)
+                            else:
+                                if claim.status is ClaimStatus.TAKEN_OVER:
+                                    self.log.warning("lead %s: %s; sending again", item[0], claim.detail)
+                                elif claim.after_unread:
+                                    self.log.warning(
+                                        "lead %s: an earlier attempt got no answer that was read; sending again "
+                                        "(possibly repeated)",
+                                        item[0],
+                                    )
+                                pending[pool.submit(self._send_one, item)] = (item, claim)
+                        if not pending:
+                            if stopped or not (queue or held):
+                                break
+                            if not queue:
+                                # Only leads held by others are left: look again until they settle or expire.
+                                if held_deadline is None:
+                                    held_deadline = (
+                                        time.monotonic()
+                                        + self.claim_ttl
+                                        + 2 * self.heartbeat_seconds
+                                        + self.takeover_grace
+                                        + 2 * self.held_poll
+                                    )
+                                if time.monotonic() >= held_deadline:
+                                    break
+                                time.sleep(self.held_poll)
+                                queue, held = list(reversed(held)), {}
+                            continue
+                        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                        for future in finished:
+                            self._take(future, *pending.pop(future), report)
+                            done += 1
+                        progress.tick(done)
+                except BaseException:
+                    # Killed (execution_timeout) or stopped by a store error that cannot be waited out: the
+                    # answers of the requests in flight are still recorded, within a minute.
+                    for future, (item, claim) in pending.items():
+                        self._take(future, item, claim, report, give_up_after=_DRAIN_SECONDS)
+                    raise
         finally:
             heartbeat.stopped.set()
         if report.auth_failure is not None:
@@ -253,6 +373,13 @@ class BatchSender:
         # Stopped by the budget: unsent leads keep no row; the next run carries them over (never reached).
         progress.tick(done, force=True)
         return report
+
+
+def refused_meanwhile(store: StateStore, key: str) -> Callable[[], bool]:
+    """Whether another batch of run ``key`` was refused since now: ``auth_failed`` rows left by an earlier
+    try (before the connection was fixed and the run cleared) do not stop this one."""
+    before = store.outcome_counts(key).get(Outcome.AUTH_FAILED, 0)
+    return lambda: store.outcome_counts(key).get(Outcome.AUTH_FAILED, 0) > before
 
 
 def owner_for(run_key: str, batch: int, try_number: int) -> ClaimOwner:

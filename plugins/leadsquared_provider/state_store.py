@@ -7,7 +7,14 @@ text is assembled at run time. Like the per-row sync state that Hightouch, Censu
 store, this is written once or twice per lead; a warehouse sees at most one bulk export per run.
 
 SQLite runs in WAL mode, every transaction taking the write lock at ``BEGIN IMMEDIATE`` (waiting up to a
-minute for it), so concurrent task processes serialize their short transactions instead of failing.
+minute for it, or the connection's ``busy_timeout_seconds``), so concurrent task processes serialize their
+short transactions instead of failing.
+
+Claims live by the store's clock (PostgreSQL's ``clock_timestamp()``; for SQLite, the one machine's clock),
+never a worker's: a worker whose clock runs ahead cannot see a live claim as expired. An expired claim is
+taken over only when it is seen expired and unchanged twice, ``grace`` seconds apart by the store's clock:
+an owner whose heartbeat waited on a locked or unreachable store gets that long to land it once the store
+answers again, however long the store was held.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, exists, func, literal, or_, select, true, update
+from sqlalchemy import Float, and_, cast, delete, exists, func, literal, or_, select, true, update
 
 from leadsquared_provider import DEFAULT_STATE_CONN_ID
 from leadsquared_provider import state_schema as t
@@ -37,6 +44,7 @@ CARRY_OVER_MAX_RUNS = 3
 # A run whose report never ran is closed for carry-over once it is this old (its tasks are long gone).
 STALE_RUN_SECONDS = 24 * 3600
 _IN_CHUNK = 500
+SQLITE_BUSY_SECONDS = 60.0  # the default wait for SQLite's write lock (extra busy_timeout_seconds)
 
 _engines: dict[str, Engine] = {}
 _schema_ready: set[str] = set()
@@ -97,12 +105,23 @@ class ClaimStatus(StrEnum):
     TAKEN_OVER = "taken_over"  # an expired claim: its owner died, maybe mid-request
     SETTLED = "settled"  # queued or refused for good under this scope: never send again
     HELD = "held"  # a live owner holds it
+    EXPIRED = "expired"  # seen expired once: taken over if still so, unchanged, ``grace`` seconds later
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """An expired claim as seen at ``seen_at`` (the store's clock): whose it was and until when."""
+
+    owner_id: str
+    expires_at: float
+    seen_at: float
 
 
 @dataclass(frozen=True)
 class Claim:
     status: ClaimStatus
     detail: str = ""
+    sighting: Sighting | None = None  # EXPIRED: pass it back to the next claim of the lead
     # Ours, and an earlier attempt at this lead and window (any run or try) got no answer that was read:
     # sending it now may repeat a reset LeadSquared already queued.
     after_unread: bool = False
@@ -135,13 +154,14 @@ def _engine_for(conn_id: str) -> tuple[Engine, str]:
         if conn.conn_type == "sqlite":
             if not conn.host:
                 raise StateStoreError(f"state store connection {conn_id!r} (sqlite) needs the file path as host")
-            engine = create_engine(f"sqlite:///{conn.host}", connect_args={"timeout": 60, "check_same_thread": False})
+            busy = _busy_timeout(conn_id, conn.extra_dejson.get("busy_timeout_seconds", SQLITE_BUSY_SECONDS))
+            engine = create_engine(f"sqlite:///{conn.host}", connect_args={"timeout": busy, "check_same_thread": False})
 
             @event.listens_for(engine, "connect")
             def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
                 dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
                 dbapi_conn.execute("PRAGMA journal_mode = WAL")
-                dbapi_conn.execute("PRAGMA busy_timeout = 60000")
+                dbapi_conn.execute(f"PRAGMA busy_timeout = {int(busy * 1000)}")
 
             @event.listens_for(engine, "begin")
             def _sqlite_begin(connection: Any) -> None:
@@ -160,6 +180,28 @@ def _engine_for(conn_id: str) -> tuple[Engine, str]:
             )
         _engines[cache_key] = engine
         return engine, cache_key
+
+
+def _busy_timeout(conn_id: str, value: Any) -> float:
+    """The SQLite connection's ``busy_timeout_seconds`` extra: how long a transaction waits for the write lock."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not 0.1 <= seconds <= 3600:  # also refuses nan and inf
+        raise StateStoreError(
+            f"state store connection {conn_id!r}: extra busy_timeout_seconds must be a number of seconds from "
+            f"0.1 to 3600, got {value!r}"
+        )
+    return seconds
+
+
+def store_now(dialect: str) -> Any:
+    """The store's clock as a SQL expression (seconds since the epoch): claims live and expire by it."""
+    if dialect == "postgresql":
+        return cast(func.extract("epoch", func.clock_timestamp()), Float)
+    # SQLite is one machine's file: its clock is that machine's, the same for every process using it.
+    return (func.julianday("now") - 2440587.5) * 86400.0
 
 
 def _migrate(conn: Any, found: int) -> None:
@@ -429,11 +471,24 @@ class StateStore:
                 found.update({row.lead_id: f"{row.settled_outcome} by run {row.run_key}" for row in conn.execute(stmt)})
         return found
 
-    def claim(self, owner: ClaimOwner, batch: BatchScope, lead_id: str, scope_key: str, ttl: float) -> Claim:
-        """Take the lead's claim under ``scope_key`` for ``owner`` (insert-or-nothing; an expired one is taken
-        over), and when it is ours, write the lead's ``sending`` audit row in the same transaction."""
+    def claim(
+        self,
+        owner: ClaimOwner,
+        batch: BatchScope,
+        lead_id: str,
+        scope_key: str,
+        ttl: float,
+        *,
+        sighting: Sighting | None = None,
+        grace: float = 0.0,
+    ) -> Claim:
+        """Take the lead's claim under ``scope_key`` for ``owner`` (insert-or-nothing), and when it is ours,
+        write the lead's ``sending`` row in the same transaction. Times are the store's clock.
+
+        An expired claim is first answered ``EXPIRED`` with a :class:`Sighting`; it is taken over by a later
+        call given that sighting, if the claim is still expired and unchanged ``grace`` seconds after it."""
         k = t.claims
-        now = time.time()
+        now = store_now(self.dialect)
         row = {
             "lead_id": lead_id,
             "scope_key": scope_key,
@@ -459,7 +514,9 @@ class StateStore:
             if inserted is not None:
                 claim = Claim(ClaimStatus.OURS)
             else:
-                held = conn.execute(select(k).where(k.c.lead_id == lead_id, k.c.scope_key == scope_key)).first()
+                held = conn.execute(
+                    select(k, now.label("store_now")).where(k.c.lead_id == lead_id, k.c.scope_key == scope_key)
+                ).first()
                 if held is None:  # released between the two statements: try once more next time
                     return Claim(ClaimStatus.HELD, "claim released meanwhile")
                 if held.settled_outcome is not None:
@@ -469,8 +526,20 @@ class StateStore:
                 )
                 if held.owner_id == owner.owner_id:
                     claim = Claim(ClaimStatus.OURS)
-                elif held.expires_at >= now:
+                elif held.expires_at >= held.store_now:
                     return Claim(ClaimStatus.HELD, f"held by {holder}")
+                elif not (
+                    sighting is not None
+                    and (sighting.owner_id, sighting.expires_at) == (held.owner_id, held.expires_at)
+                    and held.store_now - sighting.seen_at >= grace
+                ):
+                    same = sighting is not None and sighting.owner_id == held.owner_id
+                    seen = sighting if same and sighting.expires_at == held.expires_at else None
+                    return Claim(
+                        ClaimStatus.EXPIRED,
+                        f"expired claim of {holder}",
+                        seen or Sighting(held.owner_id, held.expires_at, held.store_now),
+                    )
                 else:
                     taken = conn.execute(
                         update(k)
@@ -478,8 +547,8 @@ class StateStore:
                             k.c.lead_id == lead_id,
                             k.c.scope_key == scope_key,
                             k.c.owner_id == held.owner_id,
+                            k.c.expires_at == held.expires_at,
                             k.c.settled_outcome.is_(None),
-                            k.c.expires_at < now,
                         )
                         .values(**{name: value for name, value in row.items() if name not in ("lead_id", "scope_key")})
                     ).rowcount
@@ -531,7 +600,7 @@ class StateStore:
             return conn.execute(
                 update(k)
                 .where(k.c.owner_id == owner.owner_id, k.c.settled_outcome.is_(None))
-                .values(expires_at=time.time() + ttl)
+                .values(expires_at=store_now(self.dialect) + ttl)
             ).rowcount
 
     def record(self, batch: BatchScope, scope_key: str, result: ResetResult) -> None:

@@ -21,6 +21,8 @@ from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
 from leadsquared_provider.outcomes import (
     EXCEPTION_TYPE_LIMIT,
     MESSAGE_LIMIT,
+    SETTLED_OUTCOMES,
+    UNRESOLVED_OUTCOMES,
     AnswerClass,
     Outcome,
     classify_answer,
@@ -230,7 +232,17 @@ def hook_for(lsq_connection: Callable[..., str], server: ScriptedServer, **extra
             "MXMandatoryAttributeMissingException",
             id="400-validation",
         ),
-        pytest.param(400, error("MXException", "refused"), AnswerClass.REJECTED, "MXException", id="400-error-object"),
+        pytest.param(
+            400, error("MXException", "refused"), AnswerClass.REFUSED, "MXException", id="400-generic-exception"
+        ),
+        pytest.param(400, {"Status": "Error", "Message": "no"}, AnswerClass.REFUSED, None, id="400-error-without-type"),
+        pytest.param(
+            400,
+            error("MXDuplicateEntryException", "dup"),
+            AnswerClass.REJECTED,
+            "MXDuplicateEntryException",
+            id="400-specific-exception",
+        ),
         pytest.param(400, HTML_PAGE, AnswerClass.TRANSIENT, None, id="400-html-from-a-proxy"),
         pytest.param(
             401,
@@ -415,6 +427,21 @@ def test_generic_exception_on_200_is_retried_not_rejected(scripted, lsq_connecti
     result = hook.reset_lead(ResetRequest(new_lead_id(), SCOPE))
 
     assert (result.outcome, result.attempts) == (Outcome.QUEUED, 2)
+
+
+def test_generic_exception_on_400_fails_once_and_is_left_to_the_next_run(scripted, lsq_connection):
+    # Decided: a 400 that does not say why is neither retried now (the same request gets the same answer)
+    # nor settled for good (a catch-all may be LeadSquared's own trouble): failed, claim released, and the
+    # next run sends it again, at most three runs.
+    server = scripted(Reply(400, error("MXException", "Something went wrong")), Reply(200, QUEUED))
+    hook = hook_for(lsq_connection, server)
+
+    result = hook.reset_lead(ResetRequest(new_lead_id(), SCOPE))
+
+    assert (result.outcome, result.attempts, result.status_code) == (Outcome.FAILED, 1, 400)
+    assert "without a reason" in result.message and not result.last_unread
+    assert len(server.requests) == 1
+    assert Outcome.FAILED not in SETTLED_OUTCOMES and Outcome.FAILED in UNRESOLVED_OUTCOMES
 
 
 def test_permission_403_stops_the_hook(scripted, lsq_connection):

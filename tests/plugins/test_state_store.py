@@ -134,7 +134,13 @@ def test_an_expired_claim_is_taken_over_and_marked_possibly_repeated(store):
     store.claim(dead, batch_of(), LEADS[2], "s1", ttl=0.2)
     assert store.claim(alive, batch_of(), LEADS[2], "s1", ttl=60).status is ClaimStatus.HELD
     time.sleep(0.3)
-    taken = store.claim(alive, batch_of(), LEADS[2], "s1", ttl=60)
+    seen = store.claim(alive, batch_of(), LEADS[2], "s1", ttl=60, grace=0.3)
+    assert seen.status is ClaimStatus.EXPIRED and seen.sighting is not None  # seen once: not yet taken
+    assert seen.sighting.owner_id == "dead"
+    early = store.claim(alive, batch_of(), LEADS[2], "s1", ttl=60, sighting=seen.sighting, grace=0.3)
+    assert early.status is ClaimStatus.EXPIRED and early.sighting == seen.sighting  # grace not over
+    time.sleep(0.35)
+    taken = store.claim(alive, batch_of(), LEADS[2], "s1", ttl=60, sighting=seen.sighting, grace=0.3)
     assert taken.status is ClaimStatus.TAKEN_OVER and "dead" not in taken.detail and "batch 1" in taken.detail
     store.finish(alive, batch_of(), "s1", queued(LEADS[2]), extra_sends=1, repeated=True)
     row = audit_row(store, LEADS[2])
@@ -143,6 +149,20 @@ def test_an_expired_claim_is_taken_over_and_marked_possibly_repeated(store):
     # The dead owner's late answer cannot settle a claim it lost.
     store.finish(dead, batch_of(), "s1", queued(LEADS[2]))
     assert store.settled([LEADS[2]], "s1") == {LEADS[2]: "queued by run dag/run1"}
+
+
+def test_an_owner_whose_heartbeat_lands_late_keeps_its_claim(store):
+    # Its claim expired while the store was held; its heartbeat landed before the second sighting.
+    slow, other = owner("slow"), owner("other")
+    store.claim(slow, batch_of(), LEADS[5], "s1", ttl=0.2)
+    time.sleep(0.3)
+    seen = store.claim(other, batch_of(), LEADS[5], "s1", ttl=60, grace=0.2)
+    assert seen.status is ClaimStatus.EXPIRED
+    assert store.heartbeat(slow, ttl=0.2) == 1
+    time.sleep(0.3)  # expired again, but not the claim that was seen: a new sighting, not a takeover
+    again = store.claim(other, batch_of(), LEADS[5], "s1", ttl=60, sighting=seen.sighting, grace=0.2)
+    assert again.status is ClaimStatus.EXPIRED and again.sighting != seen.sighting
+    assert audit_row(store, LEADS[5])["outcome"] == "sending"
 
 
 def test_heartbeat_keeps_a_claim_alive(store):

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from airflow.sdk import Connection
-    from requests import Session
+    from requests import Response, Session
 
     from leadsquared_provider.reset_request import ResetRequest
 
@@ -118,6 +118,35 @@ def _activity_body(event_code: int | None, offset: int) -> dict[str, Any]:
         "Parameter": {"ActivityEvent": event_code} if event_code is not None else {},
         "Paging": {"Offset": str(offset), "RowCount": str(ACTIVITY_PAGE_SIZE)},
     }
+
+
+class _CallDeadline(Exception):
+    """The answer did not arrive whole within the call's timeout (a server trickling its body)."""
+
+
+def _body_within(response: Response, deadline: float, timeout: float) -> str:
+    """The response's body as text, read whole before ``deadline`` (monotonic): the timeout bounds the call,
+    not each read of the socket."""
+    from requests.exceptions import ChunkedEncodingError, ConnectionError, ContentDecodingError
+    from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
+
+    raw, chunks, size = response.raw, [], 0
+    while True:
+        if time.monotonic() > deadline:
+            raise _CallDeadline(f"no whole answer within {timeout:g} s ({size} bytes of the body read)")
+        try:  # what has arrived; each socket read has the timeout. Errors as requests names them.
+            chunk = raw.read1(65536, decode_content=True)
+        except ProtocolError as exc:
+            raise ChunkedEncodingError(exc) from exc
+        except DecodeError as exc:
+            raise ContentDecodingError(exc) from exc
+        except ReadTimeoutError as exc:
+            raise ConnectionError(exc) from exc
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks).decode(response.encoding or "utf-8", errors="replace")
 
 
 def _is_loopback(host: str) -> bool:
@@ -343,14 +372,16 @@ class LeadSquaredHook(HttpHook):
         from requests import Request, RequestException
 
         session = self.get_conn()
+        timeout = self.settings.timeout_seconds
+        deadline = time.monotonic() + timeout
         try:
             prepared = session.prepare_request(Request(method, self.url_from_endpoint(endpoint), json=body))
             environment = session.merge_environment_settings(
-                prepared.url, proxies=session.proxies, stream=False, verify=session.verify, cert=session.cert
+                prepared.url, proxies=session.proxies, stream=True, verify=session.verify, cert=session.cert
             )
-            response = session.send(
-                prepared, timeout=self.settings.timeout_seconds, allow_redirects=False, **environment
-            )
+            response = session.send(prepared, timeout=timeout, allow_redirects=False, **environment)
+            with response:
+                text = _body_within(response, deadline, timeout)
         except RequestException as exc:
             return Answer(
                 AnswerClass.TRANSIENT,
@@ -359,9 +390,9 @@ class LeadSquaredHook(HttpHook):
                 self._clean(f"{type(exc).__name__}: {exc}"),
                 uncertain=not _never_reached_the_server(exc),
             )
-        answer = classify_answer(
-            response.status_code, response.text, location=response.headers.get("Location"), accepts=accepts
-        )
+        except _CallDeadline as exc:
+            return Answer(AnswerClass.TRANSIENT, response.status_code, "CallDeadline", str(exc), uncertain=True)
+        answer = classify_answer(response.status_code, text, location=response.headers.get("Location"), accepts=accepts)
         return replace(
             answer,
             message=self._clean(answer.message),

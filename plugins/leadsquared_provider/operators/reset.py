@@ -43,6 +43,9 @@ class LeadSquaredResetOperator(BaseOperator):
     :param max_in_flight: requests of this task in flight at once (the shared budget still paces them).
     :param claim_ttl_seconds: a claim of this task not refreshed for this long may be taken over.
     :param progress_every_seconds: how often progress is logged.
+
+    Unless ``execution_timeout`` is given, each try gets one derived from its batch's size and the
+    connection's rate (:func:`~leadsquared_provider.planning.batch_time_limit`), set in :meth:`pre_execute`.
     """
 
     template_fields: Sequence[str] = ("batch", "leadsquared_conn_id", "state_conn_id", "max_in_flight")
@@ -67,6 +70,23 @@ class LeadSquaredResetOperator(BaseOperator):
         self.claim_ttl_seconds = claim_ttl_seconds
         self.progress_every_seconds = progress_every_seconds
 
+    def pre_execute(self, context: Context) -> None:
+        """Bound the try by its batch's size and the account's rate, unless the DAG set its own limit."""
+        if self.execution_timeout is not None:
+            return
+        from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
+        from leadsquared_provider.planning import batch_time_limit
+        from leadsquared_provider.state_store import StateStore, run_key
+
+        number = _whole("batch", self.batch, 1, 1_000_000)
+        dag_run = context["dag_run"]
+        with StateStore(self.state_conn_id) as store:
+            bounds = store.load_run(run_key(dag_run.dag_id, dag_run.run_id)).batch(number)
+        leads = bounds["last"] - bounds["first"] + 1
+        settings = LeadSquaredHook(leadsquared_conn_id=self.leadsquared_conn_id).settings
+        self.execution_timeout = batch_time_limit(leads, settings)
+        self.log.info("batch %d: %d leads, time limit %s", number, leads, self.execution_timeout)
+
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -74,7 +94,7 @@ class LeadSquaredResetOperator(BaseOperator):
         from leadsquared_provider.outcomes import Outcome, ResetResult
         from leadsquared_provider.planning import batch_label
         from leadsquared_provider.reset_request import ResetScope
-        from leadsquared_provider.sender import BatchSender, owner_for
+        from leadsquared_provider.sender import BatchSender, owner_for, refused_meanwhile
         from leadsquared_provider.state_store import BatchScope, StateStore, run_key
 
         in_flight = _whole("max_in_flight", self.max_in_flight, 1, MAX_IN_FLIGHT)
@@ -117,7 +137,7 @@ class LeadSquaredResetOperator(BaseOperator):
                 claim_ttl_seconds=self.claim_ttl_seconds,
                 heartbeat_seconds=max(self.claim_ttl_seconds / 6, 0.5),
                 progress_every_seconds=self.progress_every_seconds,
-                run_stopped=lambda: bool(store.outcome_counts(key).get(Outcome.AUTH_FAILED)),
+                run_stopped=refused_meanwhile(store, key),
                 log=self.log,
             )
             report = sender.send(leads)
