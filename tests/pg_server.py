@@ -26,6 +26,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from types import TracebackType
@@ -166,6 +167,15 @@ class PostgresServer:
                 stop_args = ["-D", str(root / "data"), "-m", "immediate", "-w", "-t", "60", "stop"]
                 self._run([str(self.bindir / "pg_ctl"), *stop_args], what="pg_ctl stop")
         shutil.rmtree(root, ignore_errors=True)
+
+    def outage(self, seconds: float) -> None:
+        """Stop the server (every connection drops; what was committed stays: a restart, a fail-over), stay
+        down ``seconds``, start it again on its port."""
+        self._require_started()
+        pg_ctl, data = str(self.bindir / "pg_ctl"), str(self.data_dir)
+        self._run([pg_ctl, "-D", data, "-m", "fast", "-w", "-t", "60", "stop"], what="pg_ctl stop")
+        time.sleep(seconds)
+        self._run([pg_ctl, "-D", data, "-l", str(self.log_file), "-w", "-t", "60", "start"], what="pg_ctl start")
 
     def __enter__(self) -> PostgresServer:
         return self.start()

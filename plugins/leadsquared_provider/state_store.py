@@ -230,6 +230,17 @@ def _insert(dialect: str, table: t.Table) -> Any:
     return insert(table)
 
 
+def _owner_columns(owner: ClaimOwner) -> dict[str, Any]:
+    return {
+        "owner_id": owner.owner_id,
+        "run_key": owner.run_key,
+        "batch": owner.batch,
+        "try_number": owner.try_number,
+        "hostname": owner.hostname[:250],
+        "pid": owner.pid,
+    }
+
+
 def _utc_text(iso: str | None) -> str | None:
     return iso[:19].replace("T", " ") if iso else None
 
@@ -492,12 +503,7 @@ class StateStore:
         row = {
             "lead_id": lead_id,
             "scope_key": scope_key,
-            "owner_id": owner.owner_id,
-            "run_key": owner.run_key,
-            "batch": owner.batch,
-            "try_number": owner.try_number,
-            "hostname": owner.hostname[:250],
-            "pid": owner.pid,
+            **_owner_columns(owner),
             "claimed_at": now,
             "expires_at": now + ttl,
             "settled_outcome": None,
@@ -587,9 +593,23 @@ class StateStore:
                 repeated=repeated or result.possibly_repeated,
             )
             if result.outcome in SETTLED_OUTCOMES:
-                conn.execute(
-                    update(k).where(mine).values(settled_outcome=str(result.outcome), settled_at=result.finished_at)
-                )
+                settled = {"settled_outcome": str(result.outcome), "settled_at": result.finished_at}
+                if conn.execute(update(k).where(mine).values(**settled)).rowcount == 0:
+                    # Our claim is gone (a store that lost its last commits in a crash): the lead is settled
+                    # all the same, unless another owner holds it now (it took over an expired claim).
+                    now = store_now(self.dialect)
+                    conn.execute(
+                        _insert(self.dialect, k)
+                        .values(
+                            lead_id=result.lead_id,
+                            scope_key=scope_key,
+                            **_owner_columns(owner),
+                            claimed_at=now,
+                            expires_at=now,
+                            **settled,
+                        )
+                        .on_conflict_do_nothing(index_elements=["lead_id", "scope_key"])
+                    )
             else:
                 conn.execute(delete(k).where(mine, k.c.settled_outcome.is_(None)))
 

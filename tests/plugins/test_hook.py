@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -188,6 +189,25 @@ def test_transient_answers_retry_up_to_the_budget_then_fail(
     # Each resend is logged with its lead and the attempt whose answer could not be used.
     resends = re.findall(r"(Lead\.Reset of lead \S+, attempt \d+), answered .*: sending again", logged())
     assert resends == [f"Lead.Reset of lead {lead_id}, attempt {n}" for n in (1, 2)]
+
+
+def test_a_trickling_answer_is_cut_at_the_calls_timeout_and_counted_unread(served, lsq_connection, lead_id):
+    # Every answer is a real Success sent one byte every 0.1 s (about 6 s in all): each byte arrives well
+    # within the 1 s timeout, the whole answer never does. The call gives up at 1 s, not when the body ends.
+    served.configure(fault_trickle_rate=1.0, trickle_byte_seconds=0.1)
+    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(served.base_url, max_retries=1, timeout_seconds=1.0))
+
+    started = time.monotonic()
+    result = hook.reset_lead(ResetRequest(lead_id, SCOPE))
+    took = time.monotonic() - started
+
+    assert (result.outcome, result.attempts, result.exception_type) == (Outcome.FAILED, 2, "CallDeadline")
+    assert "no whole answer within 1 s" in result.message
+    assert took < 4.0, took  # two attempts of 1 s each and a backoff; the old per-read timeout took 12 s
+    # LeadSquared performed both (the emulator's record): the client could read neither, and says so.
+    assert len(reset_calls(served)) == 2 and all(c.get("trickled") for c in reset_calls(served))
+    assert served.stats()["accepted_by_lead"][lead_id] == 2
+    assert (result.uncertain_attempts, result.last_unread) == (1, True)
 
 
 def test_transient_faults_then_success_is_queued_once(served, lsq_connection, lead_id):

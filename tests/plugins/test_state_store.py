@@ -165,6 +165,21 @@ def test_an_owner_whose_heartbeat_lands_late_keeps_its_claim(store):
     assert audit_row(store, LEADS[5])["outcome"] == "sending"
 
 
+def test_a_queued_lead_is_settled_even_when_its_claim_was_lost(store):
+    # A store that lost its last commits in a crash (no fsync, synchronous_commit off) may have lost the
+    # claim; the answer read afterwards still settles the lead, so no later run sends it again.
+    from sqlalchemy import delete
+
+    from leadsquared_provider import state_schema as t
+
+    worker = owner("w")
+    store.claim(worker, batch_of(), LEADS[4], "s1", ttl=60)
+    with store.engine.begin() as conn:
+        conn.execute(delete(t.claims))
+    store.finish(worker, batch_of(), "s1", queued(LEADS[4]))
+    assert store.settled([LEADS[4]], "s1") == {LEADS[4]: "queued by run dag/run1"}
+
+
 def test_heartbeat_keeps_a_claim_alive(store):
     worker, other = owner("w"), owner("o")
     store.claim(worker, batch_of(), LEADS[3], "s1", ttl=0.5)
