@@ -166,7 +166,9 @@ class BatchSender:
         settled = {
             (lead, sk): how
             for sk, ids in by_scope.items()
-            for lead, how in self.durably("reading settled leads", None, self.store.settled, ids, sk).items()
+            for lead, how in self.durably(
+                "reading settled leads", None, self.store.settled, ids, sk, self.batch.run_key
+            ).items()
         }
         if settled:
             items = [

@@ -8,7 +8,9 @@
 - ``leadsquared_reset_claims``: one row per (lead, scope key) for all runs, inserted-or-nothing before a
   request: the owner (run, batch, try, host, pid) and an expiry kept fresh while it works. A claim is
   *settled* once LeadSquared queued or refused the reset for good: the lead is never sent again under
-  that scope. A failed lead's claim is released (deleted) so a later run may send it.
+  that scope, if its window had closed when it was settled (``final``); a reset queued before its window
+  closed (a manual run of today, an all-time run) covers what existed then, so only its own run skips the
+  lead. A failed lead's claim is released (deleted) so a later run may send it.
 - ``leadsquared_reset_audit``: one row per (run, lead, scope): outcome, answer, attempts, timings.
 - ``leadsquared_reset_verification``: one row per (run, sampled lead, scope): whether the activities the reset
   was to delete are gone (read back later with ProspectActivity.Retrieve), and what remains.
@@ -29,8 +31,9 @@ from sqlalchemy import (
 )
 
 # 2: leadsquared_reset_runs.run_type (the growth guard's baseline), leadsquared_reset_audit.unread (an attempt
-# whose answer was never read); StateStore migrates 1
-SCHEMA_VERSION = 2
+# whose answer was never read); 3: leadsquared_reset_claims.final (settled after its window closed);
+# StateStore migrates 1 and 2
+SCHEMA_VERSION = 3
 
 # Column sizes that answers are cut to before they are written (one lead's odd answer never fails a write).
 EXCEPTION_TYPE_SIZE = 200
@@ -98,6 +101,8 @@ claims = Table(
     Column("expires_at", Float, nullable=False),
     Column("settled_outcome", String(32)),
     Column("settled_at", Float),
+    # Settled once its window had closed (by the store's clock): no later run sends the lead for it.
+    Column("final", Boolean, nullable=False, default=True),
     Index("leadsquared_reset_claims_owner", "owner_id"),
 )
 

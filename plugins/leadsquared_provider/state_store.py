@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Float, and_, cast, delete, exists, func, literal, or_, select, true, update
+from sqlalchemy import Float, and_, case, cast, delete, exists, func, literal, or_, select, true, update
 
 from leadsquared_provider import DEFAULT_STATE_CONN_ID
 from leadsquared_provider import state_schema as t
@@ -211,6 +211,8 @@ def _migrate(conn: Any, found: int) -> None:
     if found < 2:  # the runs' type, for the growth guard's baseline (earlier runs stay NULL: any type)
         conn.execute(text(f"ALTER TABLE {t.runs.name} ADD COLUMN run_type VARCHAR(32)"))
         conn.execute(text(f"ALTER TABLE {t.audit.name} ADD COLUMN unread BOOLEAN NOT NULL DEFAULT FALSE"))
+    if found < 3:  # claims settled before: final, as they were
+        conn.execute(text(f"ALTER TABLE {t.claims.name} ADD COLUMN final BOOLEAN NOT NULL DEFAULT TRUE"))
     conn.execute(update(t.schema_version).where(t.schema_version.c.id == 1).values(version=t.SCHEMA_VERSION))
 
 
@@ -228,6 +230,18 @@ def _insert(dialect: str, table: t.Table) -> Any:
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert(table)
+
+
+def _window_end(scope: Mapping[str, Any]) -> float | None:
+    """The scope's window end (exclusive: one second after its inclusive ``to_date``) in epoch seconds;
+    ``None`` for a window without an end (all-time), which never closes."""
+    from datetime import UTC, datetime
+
+    to_date = scope.get("to_date")
+    if not to_date:
+        return None
+    last = datetime.fromisoformat(str(to_date))
+    return (last if last.tzinfo else last.replace(tzinfo=UTC)).timestamp() + 1
 
 
 def _owner_columns(owner: ClaimOwner) -> dict[str, Any]:
@@ -469,15 +483,19 @@ class StateStore:
 
     # -- claims -------------------------------------------------------------------------------------
 
-    def settled(self, lead_ids: Sequence[str], scope_key: str) -> dict[str, str]:
-        """Leads settled under ``scope_key`` (by any run): ``lead -> "<outcome> by run <run>"``. Never sent again."""
+    def settled(self, lead_ids: Sequence[str], scope_key: str, run: str | None = None) -> dict[str, str]:
+        """Leads settled under ``scope_key`` for good (by any run), or by run ``run`` before the window closed:
+        ``lead -> "<outcome> by run <run>"``. Not sent again."""
         k = t.claims
         found: dict[str, str] = {}
         with self.engine.connect() as conn:
             for start in range(0, len(lead_ids), _IN_CHUNK):
                 part = list(lead_ids[start : start + _IN_CHUNK])
                 stmt = select(k.c.lead_id, k.c.settled_outcome, k.c.run_key).where(
-                    k.c.scope_key == scope_key, k.c.lead_id.in_(part), k.c.settled_outcome.is_not(None)
+                    k.c.scope_key == scope_key,
+                    k.c.lead_id.in_(part),
+                    k.c.settled_outcome.is_not(None),
+                    or_(k.c.final.is_(True), k.c.run_key == run) if run is not None else k.c.final.is_(True),
                 )
                 found.update({row.lead_id: f"{row.settled_outcome} by run {row.run_key}" for row in conn.execute(stmt)})
         return found
@@ -525,8 +543,30 @@ class StateStore:
                 ).first()
                 if held is None:  # released between the two statements: try once more next time
                     return Claim(ClaimStatus.HELD, "claim released meanwhile")
-                if held.settled_outcome is not None:
+                if held.settled_outcome is not None and (held.final or held.run_key == owner.run_key):
                     return Claim(ClaimStatus.SETTLED, f"{held.settled_outcome} by run {held.run_key}")
+                if held.settled_outcome is not None:
+                    # Reset by another run before this window closed: that reset covered what existed then.
+                    taken = conn.execute(
+                        update(k)
+                        .where(
+                            k.c.lead_id == lead_id,
+                            k.c.scope_key == scope_key,
+                            k.c.owner_id == held.owner_id,
+                            k.c.final.is_(False),
+                        )
+                        .values(
+                            **{name: value for name, value in row.items() if name not in ("lead_id", "scope_key")},
+                            final=True,
+                        )
+                    ).rowcount
+                    if taken != 1:
+                        return Claim(ClaimStatus.HELD, "claim changed meanwhile")
+                    claim = Claim(
+                        ClaimStatus.OURS,
+                        f"{held.settled_outcome} by run {held.run_key} before the window closed: sent again",
+                    )
+                    return self._claimed(conn, batch, lead_id, scope_key, claim)
                 holder = (
                     f"run {held.run_key}, batch {held.batch}, try {held.try_number} on {held.hostname} pid {held.pid}"
                 )
@@ -561,12 +601,16 @@ class StateStore:
                     if taken != 1:
                         return Claim(ClaimStatus.HELD, f"held by {holder}")
                     claim = Claim(ClaimStatus.TAKEN_OVER, f"expired claim of {holder} taken over")
-            a = t.audit
-            unread = select(a.c.lead_id).where(a.c.lead_id == lead_id, a.c.scope_key == scope_key, a.c.unread.is_(True))
-            if conn.execute(unread.limit(1)).first() is not None:
-                claim = Claim(claim.status, claim.detail, after_unread=True)
-            sending = ResetResult.not_sent(lead_id, Outcome.SENDING, "request in flight")
-            self._write_audit(conn, batch, scope_key, sending, sends=0, repeated=claim.possibly_repeats)
+            return self._claimed(conn, batch, lead_id, scope_key, claim)
+
+    def _claimed(self, conn: Connection, batch: BatchScope, lead_id: str, scope_key: str, claim: Claim) -> Claim:
+        """The claim is ours: note an earlier unread attempt and write the ``sending`` row."""
+        a = t.audit
+        unread = select(a.c.lead_id).where(a.c.lead_id == lead_id, a.c.scope_key == scope_key, a.c.unread.is_(True))
+        if conn.execute(unread.limit(1)).first() is not None:
+            claim = Claim(claim.status, claim.detail, after_unread=True)
+        sending = ResetResult.not_sent(lead_id, Outcome.SENDING, "request in flight")
+        self._write_audit(conn, batch, scope_key, sending, sends=0, repeated=claim.possibly_repeats)
         return claim
 
     def finish(
@@ -593,11 +637,13 @@ class StateStore:
                 repeated=repeated or result.possibly_repeated,
             )
             if result.outcome in SETTLED_OUTCOMES:
-                settled = {"settled_outcome": str(result.outcome), "settled_at": result.finished_at}
+                now = store_now(self.dialect)
+                end = _window_end(batch.scopes[scope_key])
+                final = case((now >= end, True), else_=False) if end is not None else False
+                settled = {"settled_outcome": str(result.outcome), "settled_at": result.finished_at, "final": final}
                 if conn.execute(update(k).where(mine).values(**settled)).rowcount == 0:
                     # Our claim is gone (a store that lost its last commits in a crash): the lead is settled
                     # all the same, unless another owner holds it now (it took over an expired claim).
-                    now = store_now(self.dialect)
                     conn.execute(
                         _insert(self.dialect, k)
                         .values(

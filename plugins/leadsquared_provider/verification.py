@@ -131,11 +131,13 @@ class ScopeWindow:
 
     @classmethod
     def from_scope(cls, scope: Mapping[str, Any], queued_at: float | None = None) -> ScopeWindow:
-        """The scope as stored by the plan (ISO-8601 UTC bounds). An all-time scope reaches from the lead's
-        creation to the moment its reset was queued (what was created later may remain)."""
+        """The scope as stored by the plan (ISO-8601 UTC bounds), cut at the moment its reset was queued: a
+        reset covers what existed then (the state store's rule for settling a lead), so what was created in
+        the window after it, or after an all-time reset, may remain."""
         end = _window_bound(scope.get("to_date"))
-        if end is None and scope.get("from_date") in (None, "") and queued_at is not None:
-            end = _utc_naive(datetime.fromtimestamp(queued_at, UTC))
+        if queued_at is not None:
+            queued = _utc_naive(datetime.fromtimestamp(queued_at, UTC))
+            end = queued if end is None else min(end, queued)
         codes = tuple(sorted({int(code) for code in scope.get("activity_event_codes") or ()}))
         return cls(event_codes=codes, start=_window_bound(scope.get("from_date")), end=end)
 

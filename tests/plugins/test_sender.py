@@ -224,3 +224,49 @@ def test_a_send_after_an_attempt_whose_answer_was_never_read_is_possibly_repeate
         assert (row["outcome"], row["possibly_repeated"]) == ("queued", True)
     accepted = [reset["lead_id"] for reset in served.resets()]
     assert accepted == [LEADS[0], LEADS[0]]  # LeadSquared did queue it twice: the flag was the truth
+
+
+def _open_scope(seconds_left: float) -> dict:
+    """SCOPE with a window from yesterday to ``seconds_left`` from now (its ToDate the last whole second)."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    last = now + timedelta(seconds=seconds_left - 1)
+    return {**SCOPE, "from_date": (now - timedelta(days=1)).isoformat(), "to_date": last.isoformat()}
+
+
+def _send_with_scope(store: StateStore, lsq: str, run: str, scope: dict, leads: list[str]) -> dict:
+    batch_sender = sender(store, lsq, run)
+    batch_sender.batch = BatchScope(run_key=run, dag_id="dag", batch=1, scopes={"s-open": scope})
+    batch_sender.typed_scopes = {"s-open": ResetScope.from_mapping(scope)}
+    return dict(batch_sender.send([(lead, "s-open") for lead in leads]).counts)
+
+
+def test_a_reset_queued_before_its_window_closed_settles_it_for_its_own_run_only(setup, served):
+    # A manual run of a window that is still open (today, at noon) queues two leads. Its own retry sends
+    # nothing more; once the window has closed, the night's run of the same window sends them again, for
+    # what was created after noon; from then on the lead is settled for the window for good.
+    store, lsq = setup
+    scope = _open_scope(seconds_left=3)
+    store.save_scope("s-open", scope)
+    leads = LEADS[14:16]
+    assert _send_with_scope(store, lsq, "dag/manual-noon", scope, leads) == {Outcome.QUEUED: 2}
+    assert _send_with_scope(store, lsq, "dag/manual-noon", scope, leads) == {Outcome.ALREADY_DONE: 2}
+    assert sent_ids(served) == sorted(leads)
+    time.sleep(3.5)  # the window closes
+    assert _send_with_scope(store, lsq, "dag/scheduled-night", scope, leads) == {Outcome.QUEUED: 2}
+    assert sent_ids(served) == sorted(leads * 2)
+    assert store.repeated_count("dag/scheduled-night") == 0  # a new reset, not a repeat
+    assert _send_with_scope(store, lsq, "dag/manual-later", scope, leads) == {Outcome.ALREADY_DONE: 2}
+    assert sent_ids(served) == sorted(leads * 2)
+
+
+def test_all_time_resets_weeks_apart_both_go_out(setup, served):
+    store, lsq = setup
+    scope = {**SCOPE, "from_date": None, "to_date": None, "allow_all_time": True}
+    store.save_scope("s-open", scope)
+    leads = LEADS[16:18]
+    assert _send_with_scope(store, lsq, "dag/all-time-1", scope, leads) == {Outcome.QUEUED: 2}
+    assert _send_with_scope(store, lsq, "dag/all-time-1", scope, leads) == {Outcome.ALREADY_DONE: 2}  # its retry
+    assert _send_with_scope(store, lsq, "dag/all-time-2", scope, leads) == {Outcome.QUEUED: 2}
+    assert sent_ids(served) == sorted(leads * 2)

@@ -73,30 +73,35 @@ def test_a_newer_schema_is_refused(store, monkeypatch):
     with store.engine.begin() as conn:
         conn.execute(state_schema.schema_version.update().values(version=state_schema.SCHEMA_VERSION + 1))
     monkeypatch.setattr(module, "_schema_ready", set())
-    with pytest.raises(StateStoreError, match=r"schema version 3, newer than this provider's 2"):
+    newer, ours = state_schema.SCHEMA_VERSION + 1, state_schema.SCHEMA_VERSION
+    with pytest.raises(StateStoreError, match=rf"schema version {newer}, newer than this provider's {ours}"):
         StateStore("leadsquared_state").ensure_schema()
 
 
 def test_a_version_1_store_is_migrated_and_keeps_its_runs(store, monkeypatch):
-    """A store written by the provider before version 2 (run types, unread answers): the columns are added,
-    the version set, its runs still load (type unknown) and count for the growth guard as runs of any type,
-    and its audit rows read as answered."""
+    """A store written by the provider before version 2 (run types, unread answers, final claims): the
+    columns are added, the version set, its runs still load (type unknown) and count for the growth guard as
+    runs of any type, its audit rows read as answered, and its settled claims stay settled for good."""
     from sqlalchemy import text
 
     from leadsquared_provider import state_store as module
 
     old = RunRecord("dag/old", "dag", "scheduled__old", SCOPE, "s1", False, 40, 0, 1, 40)
     store.save_run(old)
+    store.claim(owner("old", run="dag/old"), batch_of("dag/old"), LEADS[0], "s1", ttl=60)
+    store.finish(owner("old", run="dag/old"), batch_of("dag/old"), "s1", queued(LEADS[0]))
     with store.engine.begin() as conn:
         conn.execute(text("ALTER TABLE leadsquared_reset_runs DROP COLUMN run_type"))
         conn.execute(text("ALTER TABLE leadsquared_reset_audit DROP COLUMN unread"))
+        conn.execute(text("ALTER TABLE leadsquared_reset_claims DROP COLUMN final"))
         conn.execute(state_schema.schema_version.update().values(version=1))
     monkeypatch.setattr(module, "_schema_ready", set())
 
     with StateStore("leadsquared_state") as migrated:
         with migrated.engine.connect() as conn:
-            assert conn.execute(state_schema.schema_version.select()).one().version == 2
+            assert conn.execute(state_schema.schema_version.select()).one().version == state_schema.SCHEMA_VERSION
         assert migrated.load_run("dag/old").run_type is None
+        assert migrated.settled([LEADS[0]], "s1") == {LEADS[0]: "queued by run dag/old"}
         with migrated.engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM leadsquared_reset_audit WHERE unread")).scalar() == 0
         assert migrated.growth_baseline("dag", "dag/new") == 40  # no typed scheduled run yet: any type

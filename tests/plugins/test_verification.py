@@ -602,3 +602,19 @@ def test_a_verify_task_that_did_not_finish_fails_the_report(served, hook, store)
     with pytest.raises(ResetFailuresError, match="the resets were not verified: the verify task did not finish"):
         report_run(store, RUN, RunParams(), push=pushed.append, verify=VerifyParams(), verify_finished=False)
     assert "missing" in pushed[0]["verification"]
+
+
+def test_a_window_still_open_when_its_reset_was_queued_is_checked_up_to_that_moment():
+    # The store settles such a lead for its own run only; verification uses the same rule: what was created
+    # in the window after the reset was queued is not a reset that failed.
+    queued_at = datetime(2026, 12, 6, 12, 0, tzinfo=UTC).timestamp()
+    today = {
+        "activity_event_codes": [166],
+        "from_date": "2026-12-06T00:00:00+00:00",
+        "to_date": "2026-12-06T23:59:59+00:00",
+    }
+    window = ScopeWindow.from_scope(today, queued_at)
+    assert window.end == datetime(2026, 12, 6, 12, 0)
+    assert window.contains(datetime(2026, 12, 6, 11, 59)) and not window.contains(datetime(2026, 12, 6, 12, 0, 1))
+    closed = ScopeWindow.from_scope({**today, "to_date": "2026-12-05T23:59:59+00:00"}, queued_at)
+    assert closed.end == datetime(2026, 12, 5, 23, 59, 59)  # closed before: its own end
