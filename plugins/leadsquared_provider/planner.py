@@ -198,6 +198,7 @@ def plan_run(
             batch_size=(batches[0]["last"] - batches[0]["first"] + 1) if batches else 0,
             carried_over=len(carried),
             run_type=str(run.run_type),
+            leadsquared_conn_id=leadsquared_conn_id,
         )
         store.save_run(record)
         batch = BatchScope(run_key=run.key, dag_id=run.dag_id, batch=0, scopes={scope_key: record.scope})

@@ -77,6 +77,7 @@ class RunRecord:
     batch_size: int
     carried_over: int = 0
     run_type: str | None = None  # Airflow's DagRunType value: "scheduled", "backfill", "manual", ...
+    leadsquared_conn_id: str | None = None  # the account's connection (None: planned before schema 3)
 
     def batch(self, number: int) -> dict[str, int]:
         """The bounds of batch ``number`` among the run's staged candidates (its own and carried over)."""
@@ -211,8 +212,9 @@ def _migrate(conn: Any, found: int) -> None:
     if found < 2:  # the runs' type, for the growth guard's baseline (earlier runs stay NULL: any type)
         conn.execute(text(f"ALTER TABLE {t.runs.name} ADD COLUMN run_type VARCHAR(32)"))
         conn.execute(text(f"ALTER TABLE {t.audit.name} ADD COLUMN unread BOOLEAN NOT NULL DEFAULT FALSE"))
-    if found < 3:  # claims settled before: final, as they were
+    if found < 3:  # claims settled before: final, as they were; earlier runs' connection: unknown
         conn.execute(text(f"ALTER TABLE {t.claims.name} ADD COLUMN final BOOLEAN NOT NULL DEFAULT TRUE"))
+        conn.execute(text(f"ALTER TABLE {t.runs.name} ADD COLUMN leadsquared_conn_id VARCHAR(250)"))
     conn.execute(update(t.schema_version).where(t.schema_version.c.id == 1).values(version=t.SCHEMA_VERSION))
 
 
@@ -409,6 +411,7 @@ class StateStore:
             "dag_id": record.dag_id,
             "run_id": record.run_id,
             "run_type": record.run_type,
+            "leadsquared_conn_id": record.leadsquared_conn_id,
             "scope_json": json.dumps(record.scope, sort_keys=True),
             "scope_key": record.scope_key,
             "dry_run": record.dry_run,
@@ -446,6 +449,7 @@ class StateStore:
             batch_size=row.batch_size,
             carried_over=row.carried_over,
             run_type=row.run_type,
+            leadsquared_conn_id=row.leadsquared_conn_id,
         )
 
     def growth_baseline(self, dag_id: str, key: str, *, runs: int = GROWTH_BASELINE_RUNS) -> int | None:

@@ -86,6 +86,27 @@ def test_a_viewer_reads_the_run_and_the_lead_and_never_a_key(finished_run):
     )
 
 
+def test_an_out_of_range_page_number_answers_400_naming_the_parameter(finished_run):
+    viewer = token(finished_run, VIEWER_USER)
+    run = f"leadsquared_reset/{finished_run.run_id}"
+    paged = [
+        (f"/runs/{run}", "not_reset_page"),
+        (f"/runs/{run}", "repeated_page"),
+        (f"/runs/{run}", "verification_page"),
+        (f"/api/runs/{run}", "not_reset_page"),
+        (f"/api/runs/{run}", "repeated_page"),
+        ("/leads", "page"),
+        ("/leads", "runs_page"),
+        ("/api/leads", "page"),
+    ]
+    for path, param in paged:
+        for number in (str(2**64), "0", "x"):
+            response = get(finished_run, path, viewer, params={param: number, "lead_id": MISSING_LEAD})
+            assert response.status_code == 400, (path, param, number, response.status_code, response.text[:200])
+            assert param in response.text and "Bad request" in response.text, (path, param, response.text[:300])
+        assert get(finished_run, path, viewer, params={param: "2", "lead_id": MISSING_LEAD}).status_code == 200
+
+
 def test_the_ui_cookie_is_accepted_and_unknown_runs_are_empty(finished_run):
     cookie = {"_token": token(finished_run, VIEWER_USER)}  # what the browser sends from the UI's frame
     response = get(finished_run, "/runs/leadsquared_reset/no_such_run", cookies=cookie)

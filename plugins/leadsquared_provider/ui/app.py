@@ -28,6 +28,7 @@ from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessE
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from airflow.models.dag import DagModel
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -38,14 +39,14 @@ if TYPE_CHECKING:
     from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
     from sqlalchemy.engine import Connection
 
-PageNumber = Annotated[int, Query(ge=1)]
+MAX_PAGE = 1_000_000  # far past any run's pages; a larger number would overflow the database's OFFSET
+PageNumber = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 LeadQuery = Annotated[str | None, Query(max_length=200)]
 PageSize = Annotated[int, Query(ge=1, le=200)]
 # A run's pages: may the user read the runs of the DAG in the path (the api-server's own dependency).
 RUN_ACCESS = [Depends(requires_access_dag("GET", DagAccessEntity.RUN))]
 
 STATE_CONN_ID = DEFAULT_STATE_CONN_ID
-LEADSQUARED_CONN_ID = "leadsquared_default"
 NOT_RESET_PAGE, REPEATED_PAGE, HISTORY_PAGE, RUNS_PAGE = 25, 25, 20, 10
 _RATE_EXTRAS = ("rate_limit", "rate_window_seconds", "rate_share")
 
@@ -79,18 +80,21 @@ def _state() -> Iterator[Connection]:
         ) from None
 
 
-def account_limit() -> tuple[chart.Limit | None, str | None]:
-    """The account's limit from ``leadsquared_default``'s rate extras, or None and why not. Keys are not read."""
+def account_limit(conn_id: str | None) -> tuple[chart.Limit | None, str | None]:
+    """The limit of the run's account from its connection's rate extras, or None and why not. Keys are not
+    read. ``conn_id`` is None for a run planned before the store recorded its connection."""
     from leadsquared_provider import LeadSquaredSettings
     from leadsquared_provider.exceptions import InvalidConnection
 
+    if conn_id is None:
+        return None, "The account's limit is not shown: this run was planned before its connection was recorded."
     try:
         from airflow.sdk import BaseHook
 
-        extra = BaseHook.get_connection(LEADSQUARED_CONN_ID).extra_dejson
+        extra = BaseHook.get_connection(conn_id).extra_dejson
     except Exception as exc:  # any secrets backend's error: the page works without the limit
-        log.info("connection %s not readable here: %s", LEADSQUARED_CONN_ID, type(exc).__name__)
-        return None, f"The account's limit is not shown: connection {LEADSQUARED_CONN_ID} is not defined here."
+        log.info("connection %s not readable here: %s", conn_id, type(exc).__name__)
+        return None, f"The account's limit is not shown: connection {conn_id} is not defined here."
     picked = {}
     for name in _RATE_EXTRAS:
         for key in (name, f"extra__leadsquared__{name}"):
@@ -99,7 +103,7 @@ def account_limit() -> tuple[chart.Limit | None, str | None]:
     try:
         settings = LeadSquaredSettings.from_extra(picked)
     except InvalidConnection:
-        return None, f"The account's limit is not shown: connection {LEADSQUARED_CONN_ID} has invalid rate extras."
+        return None, f"The account's limit is not shown: connection {conn_id} has invalid rate extras."
     return chart.Limit(settings.rate_limit, settings.rate_window_seconds, settings.rate_share), None
 
 
@@ -147,7 +151,7 @@ def run_view(
     facts = queries.run_facts(conn, key)
     if facts is not None and (left := queries.unfinished(conn, key)):
         counts["unfinished"] = left
-    limit, limit_note = account_limit()
+    limit, limit_note = account_limit(facts.leadsquared_conn_id if facts else None)
     window = limit.window_seconds if limit else 5.0
     series = chart.rate_series(queries.send_times(conn, key), window)
     return {
@@ -216,6 +220,15 @@ def create_app() -> FastAPI:
             403: "Your Airflow user may not read the runs of this DAG.",
         }.get(exc.status_code, str(exc.detail))
         return _html(request, "error.html", exc.status_code, title=heading, heading=heading, detail=detail)
+
+    @app.exception_handler(RequestValidationError)
+    def _bad_query(request: Request, exc: RequestValidationError) -> Any:
+        # A page number out of range (0, 2^64, "x") or a lead id too long: 400 naming the parameter.
+        said = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'request'}: {e['msg']}" for e in exc.errors())
+        detail = f"Bad request: {said}"
+        if request.scope.get("path", "").startswith(f"{request.scope.get('root_path', '')}/api/"):
+            return JSONResponse({"detail": detail}, status_code=status.HTTP_400_BAD_REQUEST)
+        return _html(request, "error.html", 400, title="Bad request", heading="Bad request", detail=detail)
 
     @app.exception_handler(queries.StoreUnavailable)
     def _no_store(request: Request, exc: queries.StoreUnavailable) -> Any:

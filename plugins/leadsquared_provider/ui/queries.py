@@ -119,6 +119,7 @@ class RunFacts:
     planned_at: float
     reported_at: float | None
     unresolved: int | None
+    leadsquared_conn_id: str | None  # None: planned before the store recorded it
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,7 @@ def run_facts(conn: Connection, key: str) -> RunFacts | None:
         planned_at=row.planned_at,
         reported_at=row.reported_at,
         unresolved=row.unresolved,
+        leadsquared_conn_id=row.leadsquared_conn_id,
     )
 
 
