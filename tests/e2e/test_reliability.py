@@ -1,5 +1,8 @@
 """Failure-proof resets under the real scheduler: a fault matrix, hostile answers, and SIGKILL three times.
 
+The fault matrix also has, mid-run: answers that trickle in past the call's timeout, the state store's lock
+held longer than the claims' lifetime, and a worker whose clock runs 45 s ahead reaching for the run's leads.
+
 Promise: every candidate lead ends a run with exactly one recorded outcome; a lead is `queued` in our audit
 if and only if the emulator queued it; no reset is accepted twice except the requests in flight when a
 process was killed, or whose success came back slower than our timeout, as when the server stalls (then the
@@ -14,21 +17,27 @@ import os
 import re
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
+from devstack import state_db
 from lsq_emulator import EmulatorConfig
+from tests.clock_skew import skewed_env
 from tests.conftest import lsq_lead
 from tests.e2e.conftest import E2E, start_on_sqlite
 from tests.e2e.scenario import MISSING_LEAD, Scenario
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+REPO = Path(__file__).resolve().parents[2]
 
 FAULT_LEADS, CRASH_LEADS, HOSTILE_LEADS = 2000, 240, 12
 FAULT_DAY, CRASH_DAY = "2026-10-01", "2026-10-02"  # UTC days in the warehouse table below
@@ -49,6 +58,9 @@ UNEXPLAINED = {
     "exception_type_object": 0.01,
 }
 TRANSIENT = {"fault_5xx", "timeout", "dropped", "html", "non_json", *UNEXPLAINED}
+TRICKLE_RATE, TRICKLE_BYTE_SECONDS = 0.005, 0.05  # a Success of ~70 bytes takes 3.5 s: past the 2 s timeout
+CLAIM_TTL_SECONDS = 30.0  # the operator's default claim lifetime
+LOCK_SECONDS = CLAIM_TTL_SECONDS + 5  # the state store's write lock, held from outside mid-run
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +111,14 @@ def calls_by_lead(e2e: E2E) -> dict[str, list[dict[str, Any]]]:
 
 
 def unread_answers(e2e: E2E, run_id: str) -> Counter[str]:
-    """Per lead, the attempts whose answer the client could not read (timeout, broken connection), as the
-    reset tasks' logs say: ``Lead.Reset of lead L, attempt N, answered None (...): sending again``."""
+    """Per lead, the attempts whose answer the client could not read (timeout, broken connection, an answer
+    still trickling in at the call's deadline), as the reset tasks' logs say: ``Lead.Reset of lead L,
+    attempt N, answered None (...): sending again`` (or ``answered 200 (no whole answer within 2 s ...``)."""
     logs = e2e.stack.config.home / "logs" / "dag_id=leadsquared_reset" / f"run_id={run_id}"
-    pattern = re.compile(r"^Lead\.Reset of lead (\S+), attempt \d+, answered None \(.*: sending again$")
+    pattern = re.compile(
+        r"^Lead\.Reset of lead (\S+), attempt \d+, answered (?:None \(.*|\d+ \(no whole answer within .*)"
+        r": sending again$"
+    )
     found: Counter[str] = Counter()
     for path in logs.glob("task_id=reset_batch.reset/**/*.log"):
         for line in path.read_text().splitlines():
@@ -123,8 +139,14 @@ def test_fault_matrix_every_lead_one_outcome_none_accepted_twice(reliability):
         rate_limit_burst_rate=0.01,
         hostile_rates=UNEXPLAINED,
         hang_seconds=HANG_SECONDS,
+        fault_trickle_rate=TRICKLE_RATE,
+        trickle_byte_seconds=TRICKLE_BYTE_SECONDS,
         seed=5,
     )
+    run_id = f"faults__{time.time_ns()}"
+    skewed: dict[str, Any] = {}
+    locker = threading.Thread(target=_lock_the_store_and_reach_in_skewed, args=(e2e, run_id, skewed), daemon=True)
+    locker.start()
     # Once, a third of the way in, the whole server stalls past the client's timeout (as a loaded host or a
     # long GC pause does): the calls in flight are carried out after it, but their clients gave up on them.
     froze = threading.Event()
@@ -139,9 +161,10 @@ def test_fault_matrix_every_lead_one_outcome_none_accepted_twice(reliability):
     freezer = threading.Thread(target=freeze_once, daemon=True)
     freezer.start()
     try:
-        run_id = e2e.stack.trigger({**window(FAULT_DAY), "failure_threshold": 100}, run_id=f"faults__{time.time_ns()}")
+        e2e.stack.trigger({**window(FAULT_DAY), "failure_threshold": 100}, run_id=run_id)
         assert e2e.stack.wait_for_run(run_id, timeout=1000) == "success"
         assert froze.wait(10), "the server never froze: the run sent too few calls"
+        locker.join(300)
     finally:
         e2e.emulator.configure(
             fault_5xx_rate=0,
@@ -150,6 +173,7 @@ def test_fault_matrix_every_lead_one_outcome_none_accepted_twice(reliability):
             fault_html_rate=0,
             rate_limit_burst_rate=0,
             hostile_rates={},
+            fault_trickle_rate=0,
         )
     time.sleep(HANG_SECONDS + 0.5)  # let the last hung requests finish on the emulator's side
 
@@ -180,8 +204,21 @@ def test_fault_matrix_every_lead_one_outcome_none_accepted_twice(reliability):
     assert twice <= unseen_successes, twice - unseen_successes
     assert unseen_successes, "the freeze left no accepted call unread: the case above was never exercised"
     assert all(audit[lead][8] for lead in unseen_successes)  # flagged possibly repeated
-    # The freeze catches at most the 16 calls in flight (4 batches x 4); the rest are rare slow answers.
-    assert len(unseen_successes) <= FAULT_LEADS // 50, unseen_successes
+    # The freeze catches at most the 16 calls in flight (4 batches x 4), each trickled answer is one more;
+    # the rest are rare slow answers.
+    trickled = sum(1 for lead_calls in calls.values() for c in lead_calls if c.get("trickled"))
+    assert trickled, "no answer trickled: the case was never exercised"
+    assert len(unseen_successes) <= 16 + trickled + FAULT_LEADS // 100, unseen_successes
+    # The store's lock outlived the claims, and a worker 45 s ahead reached for the run's leads meanwhile:
+    # it sent none of them (each held by the run's live tasks, or settled), and the run lost no answer.
+    assert skewed.get("returncode") == 0, skewed.get("err", "the skewed worker never ran")[-3000:]
+    assert skewed["leads"], "the skewed worker found no lead of the run to reach for"
+    worker = json.loads(skewed["out"].strip().splitlines()[-1])
+    assert worker["clock"] - skewed["started"] > 40  # its clock really was ahead
+    assert set(worker["counts"]) <= {"already_done", "in_progress_elsewhere"}, worker["counts"]
+    assert e2e.state(
+        "SELECT count(*), coalesce(sum(sends), 0) FROM leadsquared_reset_audit WHERE run_key = ?", (SKEWED_RUN,)
+    ) == [(len(skewed["leads"]), 0)]
     for lead_id, row in audit.items():
         if lead_id in unseen_successes:
             continue  # checked above; the strict rules below hold for every answer the client could read
@@ -203,6 +240,52 @@ def test_fault_matrix_every_lead_one_outcome_none_accepted_twice(reliability):
     # Each names its reason; attempts count rate-limited sends too, which are not failures.
     assert all(re.match(r"gave up after \d+ attempt\(s\): ", r["message"]) for r in summary["first_failed"])
     print(f"\nfault matrix: {dict(outcomes)}; emulator saw {dict(seen)}; slow successes: {len(unseen_successes)}")
+
+
+SKEWED_RUN = "leadsquared_reset/skewed-worker"
+
+
+def _lock_the_store_and_reach_in_skewed(e2e: E2E, run_id: str, found: dict[str, Any]) -> None:
+    """Half-way in: take the state store's write lock for longer than a claim lives (every task's heartbeat
+    and answer waits), and meanwhile start a worker whose wall clock runs 45 s ahead on leads the run holds
+    or has settled. By its clock every claim of the run expired long ago."""
+    deadline = time.monotonic() + 900
+    while len(e2e.reset_calls()) < FAULT_LEADS // 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    key = f"leadsquared_reset/{run_id}"
+    claims = "SELECT lead_id FROM leadsquared_reset_claims WHERE run_key = ? AND settled_outcome IS {} NULL LIMIT 10"
+    leads = [r[0] for r in e2e.state(claims.format(""), (key,)) + e2e.state(claims.format("NOT"), (key,))]
+    scope_key, scope_json = e2e.state(
+        "SELECT scope_key, scope_json FROM leadsquared_reset_runs WHERE run_key = ?", (key,)
+    )[0]
+    spec = {
+        "state_conn": "leadsquared_state",
+        "lsq_conn": "leadsquared_default",
+        "run": SKEWED_RUN,
+        "dag_id": "leadsquared_reset",
+        "scope_key": scope_key,
+        "scope": json.loads(scope_json),
+        "leads": leads,
+        "ttl": CLAIM_TTL_SECONDS,
+    }
+    db = sqlite3.connect(state_db(e2e.stack.config.home), timeout=60, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        found["started"] = time.time()
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "tests.plugins.sender_worker", json.dumps(spec)],
+            env=skewed_env(45, e2e.stack.env),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(LOCK_SECONDS)
+    finally:
+        db.execute("COMMIT")
+        db.close()
+    out, err = worker.communicate(timeout=300)
+    found.update(returncode=worker.returncode, out=out, err=err, leads=leads)
 
 
 def _task_process(e2e: E2E, run_id: str) -> psutil.Process | None:

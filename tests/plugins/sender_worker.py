@@ -1,7 +1,8 @@
 """One BatchSender in a process of its own, for tests that give that process another clock.
 
 ``python -m tests.plugins.sender_worker '<json>'`` with ``state_conn``, ``lsq_conn``, ``run``, ``scope``,
-``leads`` and ``ttl``; prints one JSON line: the process's wall clock and the batch's counts per outcome.
+``leads`` and ``ttl`` (and optionally ``scope_key`` and ``dag_id``); prints one JSON line: the process's wall
+clock and the batch's counts per outcome.
 """
 
 from __future__ import annotations
@@ -32,17 +33,18 @@ def main(spec: dict) -> dict:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     scope, run, ttl = spec["scope"], spec["run"], float(spec["ttl"])
+    key = spec.get("scope_key", "s1")
     with StateStore(spec["state_conn"]) as store:
         report = BatchSender(
             store=store,
             hook=LeadSquaredHook(leadsquared_conn_id=spec["lsq_conn"]),
-            batch=BatchScope(run_key=run, dag_id="dag", batch=1, scopes={"s1": scope}),
-            typed_scopes={"s1": ResetScope.from_mapping(scope)},
+            batch=BatchScope(run_key=run, dag_id=spec.get("dag_id", "dag"), batch=1, scopes={key: scope}),
+            typed_scopes={key: ResetScope.from_mapping(scope)},
             owner=owner_for(run, 1, 1),
             claim_ttl_seconds=ttl,
             heartbeat_seconds=ttl / 6,
             held_poll_seconds=0.1,
-        ).send([(lead, "s1") for lead in spec["leads"]])
+        ).send([(lead, key) for lead in spec["leads"]])
     return {"clock": time.time(), "counts": {str(k): v for k, v in report.counts.items()}}
 
 

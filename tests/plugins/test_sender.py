@@ -270,3 +270,23 @@ def test_all_time_resets_weeks_apart_both_go_out(setup, served):
     assert _send_with_scope(store, lsq, "dag/all-time-1", scope, leads) == {Outcome.ALREADY_DONE: 2}  # its retry
     assert _send_with_scope(store, lsq, "dag/all-time-2", scope, leads) == {Outcome.QUEUED: 2}
     assert sent_ids(served) == sorted(leads * 2)
+
+
+def test_refusals_left_by_an_earlier_try_do_not_stop_the_cleared_run(setup, served):
+    # Decided: after the keys were fixed and the run cleared, the auth_failed rows of its first try stay in
+    # the audit (what happened), but only a refusal met since this try started stops its batches.
+    from leadsquared_provider.outcomes import ResetResult
+    from leadsquared_provider.sender import refused_meanwhile
+
+    store, lsq = setup
+    run = "dag/cleared"
+    first_try = BatchScope(run_key=run, dag_id="dag", batch=2, scopes={"s1": SCOPE})
+    store.record(first_try, "s1", ResetResult.not_sent(LEADS[18], Outcome.AUTH_FAILED, "keys refused (401)"))
+    stopped = refused_meanwhile(store, run)
+    assert not stopped()
+    report = sender(store, lsq, run, run_stopped=stopped).send([(lead, "s1") for lead in LEADS[19:22]])
+    assert report.counts == {Outcome.QUEUED: 3} and report.auth_failure is None
+    assert sent_ids(served) == sorted(LEADS[19:22])
+    # A refusal met meanwhile by another batch of the run does stop it.
+    store.record(first_try, "s1", ResetResult.not_sent(LEADS[22], Outcome.AUTH_FAILED, "keys refused (401)"))
+    assert stopped()
