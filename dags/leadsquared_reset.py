@@ -306,8 +306,12 @@ def leadsquared_reset(account: Account) -> DAG:
             except LeadSquaredError as refused:
                 raise AirflowFailException(str(refused)) from refused
             with StateStore(STATE_CONN_ID) as store:
+                account = store.load_run(key).account
                 step = verify_run(
-                    store, key, params, hook_factory=lambda: LeadSquaredHook(leadsquared_conn_id=leadsquared_conn_id)
+                    store,
+                    key,
+                    params,
+                    hook_factory=lambda: LeadSquaredHook(leadsquared_conn_id=leadsquared_conn_id, account=account),
                 )
             print(f"verification: {step.status}")
             return PokeReturnValue(is_done=step.done, xcom_value=step.status if step.done else None)
@@ -339,7 +343,7 @@ def leadsquared_reset(account: Account) -> DAG:
                         key,
                         params,
                         push=lambda summary: context["ti"].xcom_push(key="return_value", value=summary),
-                        effective_rate=lambda: _effective_rate(leadsquared_conn_id),
+                        effective_rate=lambda: _effective_rate(leadsquared_conn_id, store.load_run(key).account),
                         export=run_audit_export(store, key, params.audit_export_table, warehouse_conn_id),
                         verify=VerifyParams.from_params(context["params"]),
                         verify_finished=context["ti"].xcom_pull(task_ids="verify") is not None,
@@ -354,10 +358,12 @@ def leadsquared_reset(account: Account) -> DAG:
     return account_dag()
 
 
-def _effective_rate(conn_id: str) -> float | None:
+def _effective_rate(conn_id: str, account: str | None) -> float | None:
     from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
 
-    return round(LeadSquaredHook(leadsquared_conn_id=conn_id).budget.effective_limit(), 2)
+    if account is None:  # a dry run: it never learnt the account, and asking would be a call
+        return None
+    return round(LeadSquaredHook(leadsquared_conn_id=conn_id, account=account).budget.effective_limit(), 2)
 
 
 for _account in load_accounts(accounts_file(PROJECT_DIR), sql_dir=SQL_DIR):

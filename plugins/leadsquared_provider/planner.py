@@ -146,10 +146,12 @@ def plan_run(
         " - DRY RUN, nothing will be sent" if params.dry_run else "",
     )
     check_state_reach(state_conn_id, executor)  # dry runs too: their report is read from the same store
+    account = None
     if not params.dry_run:
         hook = LeadSquaredHook(leadsquared_conn_id=leadsquared_conn_id)
         check_budget_reach(hook, executor)
         log.info("LeadSquared: %s", check_credentials(hook))
+        account = hook.account  # learnt by the check: every task of the run spends this account's budget
     try:
         cleaned, source = _candidates(params, warehouse_conn_id, lambda: render_query(scope.from_text, scope.end_text))
     except CandidateQueryError as exc:
@@ -199,6 +201,7 @@ def plan_run(
             carried_over=len(carried),
             run_type=str(run.run_type),
             leadsquared_conn_id=leadsquared_conn_id,
+            account=account,
         )
         store.save_run(record)
         batch = BatchScope(run_key=run.key, dag_id=run.dag_id, batch=0, scopes={scope_key: record.scope})

@@ -32,7 +32,8 @@ from sqlalchemy import (
 
 # 2: leadsquared_reset_runs.run_type (the growth guard's baseline), leadsquared_reset_audit.unread (an attempt
 # whose answer was never read); 3: leadsquared_reset_claims.final (settled after its window closed),
-# leadsquared_reset_runs.leadsquared_conn_id (the run's account, for the resets page);
+# leadsquared_reset_runs.leadsquared_conn_id and .account (the run's connection, for the resets page, and its
+# account's tag, for the budget);
 # StateStore migrates 1 and 2
 SCHEMA_VERSION = 3
 
@@ -58,6 +59,7 @@ runs = Table(
     Column("run_id", String(250), nullable=False),
     Column("run_type", String(32)),  # Airflow's DagRunType value; NULL for runs planned before version 2
     Column("leadsquared_conn_id", String(250)),  # the run's LeadSquared connection; NULL before version 3
+    Column("account", String(64)),  # the account's tag (hash of its OrgId) the plan learnt; NULL: dry run
     Column("scope_json", Text, nullable=False),
     Column("scope_key", String(64), nullable=False),
     Column("dry_run", Boolean, nullable=False),

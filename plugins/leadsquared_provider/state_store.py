@@ -78,6 +78,7 @@ class RunRecord:
     carried_over: int = 0
     run_type: str | None = None  # Airflow's DagRunType value: "scheduled", "backfill", "manual", ...
     leadsquared_conn_id: str | None = None  # the account's connection (None: planned before schema 3)
+    account: str | None = None  # the account's tag, learnt by the plan (None: a dry run, or before schema 3)
 
     def batch(self, number: int) -> dict[str, int]:
         """The bounds of batch ``number`` among the run's staged candidates (its own and carried over)."""
@@ -215,6 +216,7 @@ def _migrate(conn: Any, found: int) -> None:
     if found < 3:  # claims settled before: final, as they were; earlier runs' connection: unknown
         conn.execute(text(f"ALTER TABLE {t.claims.name} ADD COLUMN final BOOLEAN NOT NULL DEFAULT TRUE"))
         conn.execute(text(f"ALTER TABLE {t.runs.name} ADD COLUMN leadsquared_conn_id VARCHAR(250)"))
+        conn.execute(text(f"ALTER TABLE {t.runs.name} ADD COLUMN account VARCHAR(64)"))
     conn.execute(update(t.schema_version).where(t.schema_version.c.id == 1).values(version=t.SCHEMA_VERSION))
 
 
@@ -412,6 +414,7 @@ class StateStore:
             "run_id": record.run_id,
             "run_type": record.run_type,
             "leadsquared_conn_id": record.leadsquared_conn_id,
+            "account": record.account,
             "scope_json": json.dumps(record.scope, sort_keys=True),
             "scope_key": record.scope_key,
             "dry_run": record.dry_run,
@@ -450,6 +453,7 @@ class StateStore:
             carried_over=row.carried_over,
             run_type=row.run_type,
             leadsquared_conn_id=row.leadsquared_conn_id,
+            account=row.account,
         )
 
     def growth_baseline(self, dag_id: str, key: str, *, runs: int = GROWTH_BASELINE_RUNS) -> int | None:

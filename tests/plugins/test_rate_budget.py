@@ -115,6 +115,57 @@ def test_four_processes_share_one_budget(lsq_connection):
     assert all(sum(r.values()) > 0 for r in results)
 
 
+def test_two_admins_keys_of_one_account_share_its_budget(lsq_connection):
+    # Two connections, each with another administrator's keys of one account, each with its own default
+    # budget file: both learn the account (UserByAccessKey.Get's OrgId) and spend one budget. Keyed by access
+    # key, each would take the whole limit, and the account would refuse the excess.
+    from lsq_emulator.config import Account
+
+    org = str(uuid.uuid4())
+    accounts = [Account("acme", f"u$acme-{n}", f"acme-secret-{n}", org_id=org) for n in (1, 2)]
+    leads = [lsq_lead() for _ in range(2 * 100)]
+    seconds = 12.0
+    config = EmulatorConfig(accounts=accounts, rate_limit=LIMIT, rate_window_seconds=WINDOW, latency=(0.0, 0.02))
+    with run_emulator(config, leads=leads) as emu:
+        conn_ids = [
+            lsq_connection(
+                emu.base_url,
+                conn_id=f"acme_{n}",
+                login=f"u$acme-{n}",
+                password=f"acme-secret-{n}",
+                rate_limit=LIMIT,
+                rate_window_seconds=WINDOW,
+                rate_budget_url=None,  # each its default file: named by the account, so one file
+            )
+            for n in (1, 2)
+        ]
+        ids = [lead["ProspectId"] for lead in leads]
+        ctx = multiprocessing.get_context("spawn")
+        ready, go = ctx.Barrier(3), ctx.Barrier(3)
+        shared_start, results_queue = ctx.Value("d", 0.0), ctx.Queue()
+        procs = [
+            ctx.Process(target=reset_until, args=(conn_id, ids[i::2], ready, go, shared_start, seconds, results_queue))
+            for i, conn_id in enumerate(conn_ids)
+        ]
+        for proc in procs:
+            proc.start()
+        ready.wait(timeout=120)
+        start = shared_start.value = time.time() + 0.5
+        go.wait(timeout=30)
+        results = [results_queue.get(timeout=seconds + 120) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=30)
+            assert proc.exitcode == 0
+        calls = [c for c in emu.calls() if c["path"].endswith("Lead.Reset")]
+        stats = emu.stats()
+
+    times = sorted(c["time"] for c in calls if c["time"] >= start)
+    print(f"\n{len(calls)} resets by two keys of one account; rejections {stats['rate_limited']}; {results}")
+    assert sum(stats["rate_limited"].values()) == 0
+    assert busiest(times, WINDOW) == LIMIT  # the whole limit used, never more
+    assert all(sum(r.values()) > 0 for r in results)  # both keys sent
+
+
 # --- The policy: pure functions of the shared state and a clock (ms) -----------------------------------------
 
 ME = _Caller(ceiling=20, window_ms=1000, margin_ms=0)

@@ -120,6 +120,10 @@ def _activity_body(event_code: int | None, offset: int) -> dict[str, Any]:
     }
 
 
+# The account tag of each access key's hash, learnt by this process (UserByAccessKey.Get's OrgId).
+_ACCOUNTS: dict[str, str] = {}
+
+
 class _CallDeadline(Exception):
     """The answer did not arrive whole within the call's timeout (a server trickling its body)."""
 
@@ -185,6 +189,8 @@ class LeadSquaredHook(HttpHook):
         ``api-in21.leadsquared.com``, or a full ``https://`` base URL), login = access key, password =
         secret key; extras as in :class:`LeadSquaredSettings` (``rate_limit``/``rate_window_seconds``: the
         plan's limit, ``rate_share``, ``timeout_seconds``, ``max_retries``, ``rate_budget_url``, ...).
+    :param account: the account's tag when the caller knows it (a run records the one its plan learnt);
+        otherwise :attr:`account` asks LeadSquared once per process.
     """
 
     conn_name_attr = "leadsquared_conn_id"
@@ -192,9 +198,12 @@ class LeadSquaredHook(HttpHook):
     conn_type = "leadsquared"
     hook_name = "LeadSquared"
 
-    def __init__(self, leadsquared_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+    def __init__(self, leadsquared_conn_id: str = default_conn_name, account: str | None = None, **kwargs: Any) -> None:
         super().__init__(method="POST", http_conn_id=leadsquared_conn_id, **kwargs)
         self.leadsquared_conn_id = leadsquared_conn_id
+        self._account = account
+        self._account_lock = threading.RLock()  # get_user, called under it, charges the account's budget
+        self._budget: RateBudget | None = None
         self._local = threading.local()
         self._setup_lock = threading.Lock()
         self._auth_failure: Answer | None = None
@@ -289,18 +298,57 @@ class LeadSquaredHook(HttpHook):
             "extra 'allow_insecure_http' to true (127.0.0.1, localhost and ::1 are always allowed)"
         )
 
-    @cached_property
-    def budget(self) -> RateBudget:
+    def _budget_for(self, tag: str) -> RateBudget:
         settings = self.settings
         return RateBudget(
             limit=settings.rate_limit,
             window_seconds=settings.rate_window_seconds,
             margin_seconds=settings.rate_margin_seconds,
             backend_url=settings.rate_budget_url,
-            tag=account_tag(self.access_key),
+            tag=tag,
             share=settings.rate_share,
             max_wait_seconds=settings.budget_max_wait_seconds,
         )
+
+    @cached_property
+    def key_budget(self) -> RateBudget:
+        """The budget of these keys alone: only for the one call that learns their account (``get_user``)."""
+        return self._budget_for(account_tag(self.access_key))
+
+    @property
+    def account(self) -> str:
+        """The account's tag: a hash of the ``OrgId`` that ``UserByAccessKey.Get`` names for these keys.
+
+        Given by the run (the plan recorded it), else remembered by this process for the keys, else asked
+        once (through :attr:`key_budget`). Every key of one account, in every connection, has the same tag.
+        """
+        if self._account is None:
+            with self._account_lock:
+                if self._account is None:
+                    self._account = _ACCOUNTS.get(account_tag(self.access_key))
+                if self._account is None:
+                    self.get_user()  # learns it
+        assert self._account is not None
+        return self._account
+
+    def _learn_account(self, user: dict[str, Any]) -> str:
+        org = user.get("OrgId")
+        tag = account_tag(str(org).strip().lower()) if isinstance(org, str) and org.strip() else None
+        if tag is None:  # an answer without the account: the keys' own budget (what earlier versions did)
+            self.log.warning("UserByAccessKey.Get named no OrgId: the rate budget is these keys' own")
+            tag = account_tag(self.access_key)
+        _ACCOUNTS[account_tag(self.access_key)] = tag
+        return tag
+
+    @property
+    def budget(self) -> RateBudget:
+        """The account's budget: shared by every connection, key, run and worker of the account."""
+        if self._budget is None:
+            tag = self.account
+            with self._account_lock:
+                if self._budget is None:
+                    self._budget = self.key_budget if tag == self.key_budget.tag else self._budget_for(tag)
+        return self._budget
 
     def _prepare(self) -> None:
         """Read connection, settings, base URL and budget once, whichever thread comes first."""
@@ -309,7 +357,7 @@ class LeadSquaredHook(HttpHook):
         with self._setup_lock:
             if not self._prepared:
                 self.base_url = self.api_base_url  # HttpHook's public attribute: url_from_endpoint() reads it
-                _ = self.budget
+                _ = self.key_budget
                 self._prepared = True
 
     def get_conn(self, headers: dict[str, Any] | None = None, extra_options: Any = None) -> Session:
@@ -417,6 +465,7 @@ class LeadSquaredHook(HttpHook):
         accepts: Callable[..., bool],
         tally: _Tally,
         what: str,
+        budget: RateBudget | None = None,
     ) -> Answer:
         """Send through the budget; retry rate limits and unclear answers within the settings' budgets.
 
@@ -433,11 +482,12 @@ class LeadSquaredHook(HttpHook):
             raise self._stop_error("not sent")
         self._prepare()
         settings = self.settings
+        spend = budget or self.budget
 
         def attempt() -> Answer:
             if self._auth_failure is not None and tally.attempts:
                 raise _Stopped
-            tally.waited += self.budget.acquire()
+            tally.waited += spend.acquire()
             if tally.last_was_uncertain:
                 tally.uncertain += 1  # the previous attempt may have reached LeadSquared: this one may repeat it
                 tally.last_was_uncertain = False
@@ -445,7 +495,7 @@ class LeadSquaredHook(HttpHook):
             answer = self._send(method, endpoint, body, accepts)
             if answer.kind is AnswerClass.RATE_LIMITED:
                 tally.rate_limited += 1
-                self.budget.penalize()
+                spend.penalize()
                 raise _Retry(answer)
             if answer.kind is AnswerClass.TRANSIENT:
                 tally.transient += 1
@@ -556,7 +606,13 @@ class LeadSquaredHook(HttpHook):
         )
 
     def _read(
-        self, method: str, endpoint: str, body: dict[str, Any] | None, accepts: Callable[..., bool], what: str
+        self,
+        method: str,
+        endpoint: str,
+        body: dict[str, Any] | None,
+        accepts: Callable[..., bool],
+        what: str,
+        budget: RateBudget | None = None,
     ) -> tuple[Answer, _Tally, str]:
         """A read call through the budget and retry rules: its answer, tally and description.
 
@@ -564,7 +620,7 @@ class LeadSquaredHook(HttpHook):
         """
         tally = _Tally()
         try:
-            answer = self._call(method, endpoint, body, accepts, tally, what)
+            answer = self._call(method, endpoint, body, accepts, tally, what, budget)
         except _Stopped:
             raise self._stop_error("stopped") from None
         said = f"{answer.exception_type}: {answer.message}" if answer.exception_type else answer.message
@@ -580,9 +636,15 @@ class LeadSquaredHook(HttpHook):
         :raises RateBudgetError: the budget gave no unit.
         :raises LeadSquaredError: any other failure, after the retry budget.
         """
-        answer, tally, described = self._read("GET", USER_ENDPOINT, None, is_user_body, "UserByAccessKey.Get")
+        budget = self._budget or self.key_budget  # the account's, once known
+        answer, tally, described = self._read("GET", USER_ENDPOINT, None, is_user_body, "UserByAccessKey.Get", budget)
         if answer.kind is not AnswerClass.QUEUED or not isinstance(answer.payload, dict):
             raise LeadSquaredError(f"{described} (after {tally.attempts} attempt(s))")
+        if self._account is None:
+            self._account = self._learn_account(answer.payload)
+            if self.budget is not budget:  # the account pays for the calls that learnt it (they counted there)
+                for _ in range(tally.attempts):
+                    self.budget.acquire()
         return answer.payload
 
     def get_activities(self, lead_id: str, event_code: int | None = None) -> list[dict[str, Any]]:

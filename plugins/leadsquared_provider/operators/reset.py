@@ -129,7 +129,7 @@ class LeadSquaredResetOperator(BaseOperator):
                 return {"batch": number, "leads": len(leads), Outcome.DRY_RUN.value: len(leads)}
             sender = BatchSender(
                 store=store,
-                hook=LeadSquaredHook(leadsquared_conn_id=self.leadsquared_conn_id),
+                hook=LeadSquaredHook(leadsquared_conn_id=self.leadsquared_conn_id, account=run.account),
                 batch=batch,
                 typed_scopes={k: ResetScope.from_mapping(v) for k, v in scopes.items()},
                 owner=owner_for(key, number, int(getattr(context.get("ti"), "try_number", 1) or 1)),
