@@ -136,7 +136,9 @@ def _body_within(response: Response, deadline: float, timeout: float) -> str:
 
     raw, chunks, size = response.raw, [], 0
     while True:
-        if time.monotonic() > deadline:
+        # An answer that came whole is read, however late (the last read returns at once: its Content-Length
+        # is in); one still coming when time is up is not.
+        if chunks and raw.length_remaining != 0 and time.monotonic() > deadline:
             raise _CallDeadline(f"no whole answer within {timeout:g} s ({size} bytes of the body read)")
         try:  # what has arrived; each socket read has the timeout. Errors as requests names them.
             chunk = raw.read1(65536, decode_content=True)
