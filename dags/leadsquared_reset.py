@@ -186,6 +186,13 @@ def leadsquared_reset(account: Account) -> DAG:
                 description="Off when empty. Each run's outcomes go there in one bulk write "
                 "(see docs/audit-export.md).",
             ),
+            "refuse_over_daily_quota": Param(
+                False,
+                type="boolean",
+                title="Refuse a run that does not fit today's quota",
+                description="With a daily quota on the connection (daily_limit x daily_share): off, the run sends "
+                "what fits and defers the rest to the next run (outcome deferred); on, it sends nothing.",
+            ),
             "verify_sample": Param(
                 DEFAULT_VERIFY_SAMPLE,
                 type="integer",

@@ -89,7 +89,8 @@ class EmulatorConfig:
     ``random.Random(seed)``; a timeout fault hangs ``hang_seconds`` then answers 504; a trickle fault
     performs the call and sends its whole answer one byte every ``trickle_byte_seconds``; an accepted reset
     is performed ``reset_processing_delay_seconds`` later (``reset_apply_delay`` is its older name);
-    keys of an account outside ``region`` get 401.
+    keys of an account outside ``region`` get 401. ``daily_limit`` calls per account in any ``day_seconds``
+    (admitted calls count), refused like the 5-s limit with ``...limit of N in <day_seconds> second(s)``.
 
     Hostile answers (never performing the reset; kinds in :data:`lsq_emulator.hostile.HOSTILE_KINDS`):
     ``hostile_rates`` maps a kind to the fraction of Lead.Reset calls answered so (its own seeded
@@ -124,6 +125,8 @@ class EmulatorConfig:
     missing_lead_status: int = 400
     unperformed_reset_fraction: float = 0.0
     unperformed_leads: tuple[str, ...] = ()
+    daily_limit: int | None = None  # calls per account per rolling ``day_seconds``; None: no daily quota
+    day_seconds: float = 86_400.0  # the day's length (tests shorten it)
 
     def __post_init__(self) -> None:
         accounts = [a if isinstance(a, Account) else Account.from_dict(a) for a in self.accounts]
@@ -161,6 +164,10 @@ class EmulatorConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         self._check_hostile()
+        if self.daily_limit is not None and (isinstance(self.daily_limit, bool) or int(self.daily_limit) < 1):
+            raise ValueError(f"daily_limit must be a positive integer or None, got {self.daily_limit!r}")
+        if not self.day_seconds > 0:
+            raise ValueError(f"day_seconds must be > 0, got {self.day_seconds!r}")
         fraction = float(self.unperformed_reset_fraction)
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"unperformed_reset_fraction must be within [0, 1], got {fraction!r}")

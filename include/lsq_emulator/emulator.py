@@ -8,6 +8,7 @@ The web layer (:mod:`lsq_emulator.app`) only turns the resulting :class:`Answer`
 
 from __future__ import annotations
 
+import collections
 import copy
 import hmac
 import json
@@ -119,6 +120,7 @@ class Emulator:
         self._fates = FateDice(self._config.seed)
         self._keys = {a.access_key: a for a in self._config.accounts}
         self._calls: list[dict[str, Any]] = []
+        self._day_calls: dict[str, collections.deque[float]] = {}  # per account: admitted calls of the day
         self._seq = 0
         self.stopping = threading.Event()
         self.base_url: str | None = None
@@ -275,6 +277,13 @@ class Emulator:
                     message,
                     draw.latency,
                 )
+            if not self._admit_today(account.name, now, config):
+                record["rate_limit_style"] = config.rate_limit_style
+                record["daily_quota"] = True
+                message = errors.rate_limit_message(config.daily_limit or 0, config.day_seconds)
+                return self._error(
+                    record, int(config.rate_limit_style), "rate_limited", errors.RATE_LIMITED, message, draw.latency
+                )
             if draw.fault is not None and draw.fault != FAULT_TRICKLE:
                 return self._fault(record, draw.fault, draw.latency, config)
             if endpoint.name == "reset":
@@ -293,6 +302,18 @@ class Emulator:
                 record["trickled"] = True
                 return Answer(status, _json_bytes(body), JSON_TYPE, draw.latency, "trickle", record)
             return Answer(status, _json_bytes(body), JSON_TYPE, draw.latency, "body", record)
+
+    def _admit_today(self, account: str, now: float, config: EmulatorConfig) -> bool:
+        """The daily quota (rolling ``day_seconds``): admitted calls count; a refused call does not."""
+        if config.daily_limit is None:
+            return True
+        day = self._day_calls.setdefault(account, collections.deque())
+        while day and day[0] <= now - config.day_seconds:
+            day.popleft()
+        if len(day) >= config.daily_limit:
+            return False
+        day.append(now)
+        return True
 
     def finish(self, answer: Answer, duration: float) -> None:
         """Record how long the call took, arrival to response."""

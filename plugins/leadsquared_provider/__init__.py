@@ -91,6 +91,39 @@ class LeadSquaredSettings:
         "sqlite:///path (one machine) or redis://host:6379/0 (all workers). Empty: a file in the temp folder.",
         kind=str,
     )
+    daily_limit: int | None = _setting(
+        None,
+        "Daily call quota",
+        "Your plan's calls per day for the whole account (e.g. Pro: 10,000 + 1,000 per user), shared by every "
+        "tool and user of it. Empty: not stated (older plans have none).",
+        kind=int,
+        minimum=0,
+    )
+    daily_share: float = _setting(
+        0.5,
+        "Share of the daily quota",
+        "The part of the day's quota this connection's runs may use, above 0 and at most 1. The default 0.5 "
+        "leaves half of the day to web forms, telephony and the other integrations, which must not be refused "
+        "because a backfill ran.",
+        kind=float,
+        minimum=0,
+        maximum=1,
+    )
+    daily_window_seconds: float = _setting(
+        86_400.0,
+        "Daily quota's window (seconds)",
+        "The span the daily quota counts over: a rolling day (86,400 s) unless daily_reset is set. LeadSquared "
+        "does not document when its day restarts; a rolling day stays within any calendar day it may use.",
+        kind=float,
+        minimum=1,
+    )
+    daily_reset: str | None = _setting(
+        None,
+        "Daily quota restarts at",
+        "Instead of a rolling day: the local time and time zone at which the account's day restarts, "
+        "e.g. '00:00 Asia/Kolkata'.",
+        kind=str,
+    )
     budget_max_wait_seconds: float = _setting(
         600.0,
         "Longest wait for the rate budget (seconds)",
@@ -145,6 +178,10 @@ class LeadSquaredSettings:
                 continue
             values[spec.name] = _parse_setting(spec.name, raw, spec.metadata)
         settings = cls(**values)
+        if settings.daily_reset:
+            from leadsquared_provider.rate_budget import parse_daily_reset
+
+            parse_daily_reset(settings.daily_reset)
         if settings.backoff_max_seconds < settings.backoff_initial_seconds:
             raise InvalidConnection(
                 f"connection extra 'backoff_max_seconds' = {settings.backoff_max_seconds!r} is below "

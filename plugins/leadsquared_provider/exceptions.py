@@ -57,6 +57,14 @@ class RateBudgetError(LeadSquaredError):
     """The shared rate budget cannot give a unit (store broken, or the bounded wait ran out)."""
 
 
+class DailyQuotaSpent(LeadSquaredError):
+    """The account's share of today's quota is spent: nothing more is sent until ``resets_at`` (epoch s)."""
+
+    def __init__(self, message: str, resets_at: float | None = None) -> None:
+        super().__init__(message)
+        self.resets_at = resets_at
+
+
 class ActivityReadError(LeadSquaredError):
     """A lead's activities could not be read (the keys were fine).
 

@@ -68,6 +68,7 @@ class Outcome(StrEnum):
     SENDING = "sending"
     ALREADY_DONE = "already_done"
     IN_PROGRESS_ELSEWHERE = "in_progress_elsewhere"
+    DEFERRED = "deferred"  # today's share of the daily quota did not hold it: the next run sends it
 
 
 # A lead is *settled* under a scope once LeadSquared queued its reset or refused it for good: it is never
@@ -75,7 +76,7 @@ class Outcome(StrEnum):
 SETTLED_OUTCOMES: frozenset[Outcome] = frozenset({Outcome.QUEUED, Outcome.REJECTED})
 # Outcomes that leave the lead to be reset by a later run (for its original window).
 UNRESOLVED_OUTCOMES: frozenset[Outcome] = frozenset(
-    {Outcome.FAILED, Outcome.SKIPPED, Outcome.SENDING, Outcome.IN_PROGRESS_ELSEWHERE}
+    {Outcome.FAILED, Outcome.SKIPPED, Outcome.SENDING, Outcome.IN_PROGRESS_ELSEWHERE, Outcome.DEFERRED}
 )
 
 

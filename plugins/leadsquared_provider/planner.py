@@ -5,8 +5,8 @@ The warehouse is only read (the candidate query); everything the run must rememb
 
 from __future__ import annotations
 
-import itertools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,6 +61,31 @@ def check_credentials(hook: LeadSquaredHook) -> str:
     if problem:
         raise PlanError(f"connection {conn_id!r}: {problem}; no lead was sent")
     return f"keys of {hook.user_name(user)} ({user.get('Role')}) accepted by {hook.base_url}"
+
+
+def fits_today(hook: LeadSquaredHook, leads: int, params: RunParams) -> int:
+    """How many of ``leads`` this run sends today: all of them without a daily quota, else what the account's
+    share of today's quota holds after the verification's reads. The rest is deferred to the next run, or
+    the run is refused (``refuse_over_daily_quota``).
+
+    :raises PlanError: the run does not fit and is to be refused.
+    """
+    left = hook.budget.day_left()
+    if left is None:
+        return leads
+    reads = min(params.verify_sample, leads)
+    fits = max(0, min(leads, left - reads))
+    if fits < leads:
+        restarts = hook.budget.day_restarts_at()
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(restarts)) if restarts else "the next day"
+        said = (
+            f"{leads} leads and {reads} verification reads do not fit in the {left} calls left of today's share "
+            f"of the daily quota (connection {hook.leadsquared_conn_id!r}); calls free up from {when}"
+        )
+        if params.refuse_over_daily_quota:
+            raise PlanError(f"{said}: nothing was sent (refuse_over_daily_quota is on)")
+        log.warning("%s: %d sent now, %d deferred to the next run", said, fits, leads - fits)
+    return fits
 
 
 def runs_on_several_machines(executor: str) -> bool:
@@ -146,7 +171,7 @@ def plan_run(
         " - DRY RUN, nothing will be sent" if params.dry_run else "",
     )
     check_state_reach(state_conn_id, executor)  # dry runs too: their report is read from the same store
-    account = None
+    account, hook = None, None
     if not params.dry_run:
         hook = LeadSquaredHook(leadsquared_conn_id=leadsquared_conn_id)
         check_budget_reach(hook, executor)
@@ -183,10 +208,13 @@ def plan_run(
             max_growth=params.max_growth_factor,
             growth_floor=params.growth_guard_floor,
         )
-        batches = list(batch_ranges(count + len(carried), params.batch_size))
         scope_key = scope.key  # hashes the scope on every access: once here, not once per lead
+        # Earlier runs' leads first (the oldest work), then this window's, in the query's order.
+        staged = [*carried, *((lead, scope_key) for lead in cleaned.valid)]
+        fits = len(staged) if hook is None else fits_today(hook, len(staged), params)
+        batches = list(batch_ranges(fits, params.batch_size))
         store.save_scope(scope_key, scope.to_dict())
-        store.stage_candidates(run.key, itertools.chain(((lead, scope_key) for lead in cleaned.valid), carried))
+        store.stage_candidates(run.key, staged)
         record = RunRecord(
             run_key=run.key,
             dag_id=run.dag_id,
@@ -202,8 +230,19 @@ def plan_run(
             run_type=str(run.run_type),
             leadsquared_conn_id=leadsquared_conn_id,
             account=account,
+            deferred=len(staged) - fits,
         )
         store.save_run(record)
+        if record.deferred:
+            deferred = staged[fits:]
+            scopes = store.load_scopes(sk for _, sk in deferred)
+            store.record_many(
+                BatchScope(run_key=run.key, dag_id=run.dag_id, batch=0, scopes=scopes),
+                (
+                    (sk, ResetResult.not_sent(lead, Outcome.DEFERRED, "not sent: over today's share of the quota"))
+                    for lead, sk in deferred
+                ),
+            )
         batch = BatchScope(run_key=run.key, dag_id=run.dag_id, batch=0, scopes={scope_key: record.scope})
         store.record_many(
             batch,

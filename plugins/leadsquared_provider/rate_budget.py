@@ -52,6 +52,12 @@ our side and adapts to what the other integrations leave us:
   :class:`~leadsquared_provider.exceptions.RateBudgetError`, as it does when the store is unusable (a
   corrupt file, Redis unreachable); the message names the store and the account tag, never a password.
 
+- **The day.** With a daily quota (``DailyQuota``: the connection's ``daily_limit`` x ``daily_share``), every
+  unit is also counted in the account's day, in the same store: buckets of 1/1440 of the day (a minute of a
+  real day), summed over a rolling day or since the day's restart (``daily_reset``). A call past the day's cap
+  is not sent: :meth:`RateBudget.acquire` raises :class:`~leadsquared_provider.exceptions.DailyQuotaSpent`
+  naming when calls free up. The day runs on the wall clock (SQLite: the machine's; Redis: the server's).
+
 With SQLite every attempt (read the rate, take a unit) and every change happens under the file lock, so
 they are atomic. With Redis the rate is read just before the script that takes the unit: a change lands
 from the next call, so at the instant of a cut each process may send at most one call under the old rate.
@@ -78,7 +84,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse, urlunparse
 
-from leadsquared_provider.exceptions import InvalidConnection, RateBudgetError
+from leadsquared_provider.exceptions import DailyQuotaSpent, InvalidConnection, RateBudgetError
 
 if TYPE_CHECKING:
     from pyrate_limiter import AbstractBucket, Rate
@@ -198,6 +204,86 @@ def redacted_url(backend_url: str) -> str:
     if parsed.port is not None:
         netloc = f"{netloc}:{parsed.port}"
     return urlunparse(parsed._replace(netloc=netloc))
+
+
+DAY_BUCKETS = 1440  # a day's counts are kept in this many buckets (a minute each on a real day)
+
+_DAY_TAKE = """
+-- KEYS[1]: the day's hash (bucket -> calls). ARGV: first bucket of the day, this bucket, cap, ttl ms.
+local used = 0
+local values = redis.call('HGETALL', KEYS[1])
+local first = tonumber(ARGV[1])
+for i = 1, #values, 2 do
+    local bucket = tonumber(values[i])
+    if bucket >= first then
+        used = used + tonumber(values[i + 1])
+    elseif bucket < first - 2 * 1440 then
+        redis.call('HDEL', KEYS[1], values[i])
+    end
+end
+if ARGV[3] ~= '' and used >= tonumber(ARGV[3]) then
+    return -1 - used
+end
+if ARGV[3] ~= '' then
+    redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
+    redis.call('PEXPIRE', KEYS[1], ARGV[4])
+    used = used + 1
+end
+return used
+"""
+
+
+def parse_daily_reset(text: str) -> tuple[int, int, str]:
+    """``"HH:MM Area/City"`` as (hour, minute, zone); :class:`InvalidConnection` naming the extra otherwise."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    match = re.fullmatch(r"\s*([01]?\d|2[0-3]):([0-5]\d)\s+(\S+)\s*", text)
+    try:
+        if match is None:
+            raise ValueError
+        ZoneInfo(match[3])
+    except (ValueError, ZoneInfoNotFoundError):
+        raise InvalidConnection(
+            f"connection extra 'daily_reset' = {text!r} is not 'HH:MM Area/City' (e.g. '00:00 Asia/Kolkata')"
+        ) from None
+    return int(match[1]), int(match[2]), match[3]
+
+
+@dataclasses.dataclass(frozen=True)
+class DailyQuota:
+    """The account's calls per day that these callers may use: ``cap`` over a rolling ``window_seconds``, or
+    since the day's restart at ``reset`` (``"HH:MM Area/City"``)."""
+
+    cap: int
+    window_seconds: float = 86_400.0
+    reset: str | None = None
+
+    @property
+    def bucket_ms(self) -> int:
+        return max(1, round(self.window_seconds * 1000 / DAY_BUCKETS))
+
+    def start_ms(self, now_ms: int) -> int:
+        """When the day being counted began (wall clock, ms)."""
+        if self.reset is None:
+            return now_ms - round(self.window_seconds * 1000) + self.bucket_ms
+        return self._last_reset_ms(now_ms)
+
+    def restarts_ms(self, now_ms: int, oldest_ms: int | None) -> int:
+        """When calls free up: the oldest counted call leaves a rolling day; a calendar day restarts."""
+        if self.reset is None:
+            return (oldest_ms if oldest_ms is not None else now_ms) + round(self.window_seconds * 1000)
+        return self._last_reset_ms(now_ms) + 86_400_000
+
+    def _last_reset_ms(self, now_ms: int) -> int:
+        from datetime import datetime, timedelta
+        from zoneinfo import ZoneInfo
+
+        hour, minute, zone = parse_daily_reset(self.reset or "")
+        local = datetime.fromtimestamp(now_ms / 1000, ZoneInfo(zone))
+        start = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        if start > local:
+            start -= timedelta(days=1)
+        return int(start.timestamp() * 1000)
 
 
 # --- The adaptive state, kept in the store; pure functions of (state, caller, store clock) ----------------
@@ -432,6 +518,10 @@ class _SQLiteStore:
                 index = SQLiteQueries.CREATE_INDEX_ON_TIMESTAMP
                 self.conn.execute(index.format(index_name=f"idx_{self.table}", table_name=self.table))
                 self.conn.execute("CREATE TABLE IF NOT EXISTS budget_state (tag TEXT PRIMARY KEY, state TEXT NOT NULL)")
+                self.conn.execute(
+                    "CREATE TABLE IF NOT EXISTS budget_day "
+                    "(tag TEXT NOT NULL, bucket INTEGER NOT NULL, calls INTEGER NOT NULL, PRIMARY KEY (tag, bucket))"
+                )
                 self.conn.commit()
             for suffix in ("-wal", "-shm"):  # left by an older version with a looser mode
                 with contextlib.suppress(OSError):
@@ -500,6 +590,32 @@ class _SQLiteStore:
                 return None
             return int(bucket.waiting(item))
 
+    def day(self, quota: DailyQuota, take: bool) -> tuple[int, int | None]:
+        """The day's calls so far (and its oldest bucket's time, ms); with ``take``, count one more first if
+        the cap allows it, else answer ``(-1 - used, oldest)``. Call under :meth:`locked` to take."""
+        now = time.time_ns() // 1_000_000
+        first = quota.start_ms(now) // quota.bucket_ms
+        with self._errors():
+            used, oldest = self.conn.execute(
+                "SELECT coalesce(sum(calls), 0), min(bucket) FROM budget_day WHERE tag = ? AND bucket >= ?",
+                (self.tag, first),
+            ).fetchone()
+            oldest_ms = None if oldest is None else oldest * quota.bucket_ms
+            if not take:
+                return used, oldest_ms
+            if used >= quota.cap:
+                return -1 - used, oldest_ms
+            self.conn.execute(
+                "INSERT INTO budget_day (tag, bucket, calls) VALUES (?, ?, 1) "
+                "ON CONFLICT(tag, bucket) DO UPDATE SET calls = calls + 1",
+                (self.tag, now // quota.bucket_ms),
+            )
+            self.conn.execute(
+                "DELETE FROM budget_day WHERE tag = ? AND bucket < ?", (self.tag, first - 2 * DAY_BUCKETS)
+            )
+            self.conn.commit()
+            return used + 1, oldest_ms if oldest_ms is not None else now
+
     def _bucket(self, rule: _Rule) -> AbstractBucket:
         bucket = self._buckets.get(rule)
         if bucket is None:
@@ -529,6 +645,7 @@ class _RedisStore:
         self.where = where
         self.log_key = f"leadsquared_budget:{tag}"
         self.state_key = f"leadsquared_budget:{tag}:state"
+        self.day_key = f"leadsquared_budget:{tag}:day"
         self._buckets: dict[_Rule, AbstractBucket] = {}
         with self._errors():
             from redis import Redis
@@ -536,6 +653,20 @@ class _RedisStore:
             # Timeouts unless the URL sets its own: a lost server gives an error, never a hang.
             self.redis = Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
             self.script = self.redis.script_load(_PUT_ITEM_ON_SERVER_CLOCK)
+            self.day_script = self.redis.register_script(_DAY_TAKE)
+
+    def day(self, quota: DailyQuota, take: bool) -> tuple[int, int | None]:
+        """As :meth:`_SQLiteStore.day`, atomically in one script, on the Redis server's clock."""
+        with self._errors():
+            seconds, micros = self.redis.time()
+            now = seconds * 1000 + micros // 1000
+            first = quota.start_ms(now) // quota.bucket_ms
+            ttl = round(2 * quota.window_seconds * 1000) + 86_400_000
+            cap = str(quota.cap) if take else ""
+            used = int(self.day_script(keys=[self.day_key], args=[first, now // quota.bucket_ms, cap, ttl]))
+            buckets = [int(b) for b in self.redis.hkeys(self.day_key) if int(b) >= first]
+            oldest = min(buckets) * quota.bucket_ms if buckets else (now if take and used > 0 else None)
+            return used, oldest
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -611,6 +742,8 @@ class RateBudget:
     :param margin_seconds: added to the window we enforce (network and scheduling jitter).
     :param share: the part of the limit this account's callers may use at most (0 < share <= 1).
     :param max_wait_seconds: :meth:`acquire` raises :class:`RateBudgetError` rather than wait longer.
+    :param daily: the account's daily cap for these callers, if the plan has one: :meth:`acquire` raises
+        :class:`~leadsquared_provider.exceptions.DailyQuotaSpent` past it.
     """
 
     def __init__(
@@ -623,6 +756,7 @@ class RateBudget:
         margin_seconds: float = 0.2,
         share: float = 1.0,
         max_wait_seconds: float = 600.0,
+        daily: DailyQuota | None = None,
     ) -> None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidConnection(f"rate_limit must be a positive number of calls, got {limit!r}")
@@ -642,6 +776,7 @@ class RateBudget:
         self.share = share
         self.max_wait_seconds = max_wait_seconds
         self.tag = tag
+        self.daily = daily
         self.backend_url = backend_url or default_budget_url(tag)
         self._caller = _Caller(
             ceiling=max(1, math.floor(limit * share + 1e-9)),
@@ -708,9 +843,37 @@ class RateBudget:
                 )
             assert state.effective is not None
             wait_ms = store.take(_Rule(state.effective, rule.interval_ms), now)
+            if wait_ms is None and self.daily is not None:
+                used, oldest = store.day(self.daily, take=True)
+                if used < 0:
+                    raise self._day_spent(-1 - used, oldest)
         if wait_ms is None:
             self._local.sent = now
         return wait_ms
+
+    def _day_spent(self, used: int, oldest: int | None) -> DailyQuotaSpent:
+        assert self.daily is not None
+        restarts = self.daily.restarts_ms(time.time_ns() // 1_000_000, oldest) / 1000
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(restarts))
+        return DailyQuotaSpent(
+            f"the account's daily share is spent: {used} of {self.daily.cap} calls in {self.where}'s day; "
+            f"calls free up from {when}",
+            resets_at=restarts,
+        )
+
+    def day_left(self) -> int | None:
+        """Calls left in the account's day for these callers (None: no daily quota stated)."""
+        if self.daily is None:
+            return None
+        used, _ = self._store.day(self.daily, take=False)
+        return max(0, self.daily.cap - used)
+
+    def day_restarts_at(self) -> float | None:
+        """When the day's calls free up (epoch seconds); None without a daily quota."""
+        if self.daily is None:
+            return None
+        _, oldest = self._store.day(self.daily, take=False)
+        return self.daily.restarts_ms(time.time_ns() // 1_000_000, oldest) / 1000
 
     def penalize(self) -> None:
         """A rate-limit answer came back for this thread's last call: lower the account's rate (debounced)."""

@@ -33,6 +33,11 @@ def format_report(summary: Mapping[str, Any]) -> str:
         f"{summary['possibly_repeated']} {summary.get('possibly_repeated_leads') or ''}".rstrip()
     )
     lines.append(f"rate-limit answers: {summary.get('rate_limited_answers', 0)}")
+    if summary.get("deferred"):
+        lines.append(
+            f"deferred to the next run (over today's share of the daily quota): {summary['deferred']}"
+            + (f"; calls free up from {summary['day_restarts']}" if summary.get("day_restarts") else "")
+        )
     if "audit_exported_rows" in summary:
         lines.append(f"audit rows exported to the warehouse: {summary['audit_exported_rows']}")
     if summary.get("audit_export_error"):

@@ -83,6 +83,10 @@ class RunParams:
     failure_threshold: int = 0
     max_rejected_share: float = DEFAULT_MAX_REJECTED_SHARE
     audit_export_table: str | None = None
+    # True: a run whose candidates do not fit in what is left of today's quota is refused; False: it sends
+    # what fits and defers the rest to the next run.
+    refuse_over_daily_quota: bool = False
+    verify_sample: int = DEFAULT_VERIFY_SAMPLE  # reads the verification will spend of today's quota
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> RunParams:
@@ -114,4 +118,6 @@ class RunParams:
             failure_threshold=_number(params, "failure_threshold", 0, whole=True, low=0),
             max_rejected_share=rejected_share,
             audit_export_table=str(export).strip() if export else None,
+            refuse_over_daily_quota=_flag(params, "refuse_over_daily_quota", False),
+            verify_sample=_number(params, "verify_sample", DEFAULT_VERIFY_SAMPLE, whole=True, low=0),
         )

@@ -25,7 +25,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from leadsquared_provider.exceptions import InvalidConnection, LeadSquaredAuthError, RateBudgetError
+from leadsquared_provider.exceptions import DailyQuotaSpent, InvalidConnection, LeadSquaredAuthError, RateBudgetError
 from leadsquared_provider.outcomes import Outcome, ResetResult
 from leadsquared_provider.state_store import BatchScope, Claim, ClaimOwner, ClaimStatus, Sighting, StateStore
 
@@ -72,6 +72,7 @@ class SendReport:
     counts: Counter[str]
     auth_failure: ResetResult | None = None
     stopped_by: BaseException | None = None
+    quota_spent: DailyQuotaSpent | None = None  # the account's daily share ran out: the rest is deferred
 
 
 class _Heartbeat(threading.Thread):
@@ -245,6 +246,9 @@ class BatchSender:
             # Every lead would meet it: stop; unsent leads are carried over by the next run.
             result = ResetResult.crashed(item[0], exc)
             report.stopped_by = report.stopped_by or exc
+        except DailyQuotaSpent as exc:  # not sent: this lead and every one after it wait for the next day
+            result = ResetResult.not_sent(item[0], Outcome.DEFERRED, f"not sent: {exc}")
+            report.quota_spent = report.quota_spent or exc
         self._finish(item, result, claim, report.counts, give_up_after)
         if result.outcome is Outcome.AUTH_FAILED and report.auth_failure is None:
             report.auth_failure = result
@@ -263,7 +267,7 @@ class BatchSender:
         started = time.time()
         try:
             return self.hook.reset_lead(ResetRequest(item[0], self.typed_scopes[item[1]]))
-        except (LeadSquaredAuthError, RateBudgetError, InvalidConnection):
+        except (LeadSquaredAuthError, RateBudgetError, InvalidConnection, DailyQuotaSpent):
             raise  # the run's trouble, not the lead's: the sender stops
         except Exception as exc:  # one lead's trouble stays one lead's
             return ResetResult.crashed(item[0], exc, started_at=started)
@@ -289,7 +293,11 @@ class BatchSender:
             with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="lsq-reset") as pool:
                 try:
                     while True:
-                        stopped = report.auth_failure is not None or report.stopped_by is not None
+                        stopped = (
+                            report.auth_failure is not None
+                            or report.stopped_by is not None
+                            or report.quota_spent is not None
+                        )
                         if not stopped and time.monotonic() - last_stop_check > 5.0:
                             last_stop_check = time.monotonic()
                             if self._run_stopped():
@@ -364,6 +372,9 @@ class BatchSender:
         if report.auth_failure is not None:
             left = [*reversed(queue), *held]
             self.record_each(left, Outcome.SKIPPED, "not sent: the run stopped after LeadSquared refused", counts)
+        elif report.quota_spent is not None:
+            left = [*reversed(queue), *held]
+            self.record_each(left, Outcome.DEFERRED, f"not sent: {report.quota_spent}", counts)
         elif report.stopped_by is None:
             for item, detail in held.items():
                 self.record_each(

@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    true,
 )
 
 # 2: leadsquared_reset_runs.run_type (the growth guard's baseline), leadsquared_reset_audit.unread (an attempt
@@ -60,6 +61,9 @@ runs = Table(
     Column("run_type", String(32)),  # Airflow's DagRunType value; NULL for runs planned before version 2
     Column("leadsquared_conn_id", String(250)),  # the run's LeadSquared connection; NULL before version 3
     Column("account", String(64)),  # the account's tag (hash of its OrgId) the plan learnt; NULL: dry run
+    Column(
+        "deferred", Integer, nullable=False, default=0, server_default="0"
+    ),  # staged last, in no batch: over today's quota
     Column("scope_json", Text, nullable=False),
     Column("scope_key", String(64), nullable=False),
     Column("dry_run", Boolean, nullable=False),
@@ -106,7 +110,7 @@ claims = Table(
     Column("settled_outcome", String(32)),
     Column("settled_at", Float),
     # Settled once its window had closed (by the store's clock): no later run sends the lead for it.
-    Column("final", Boolean, nullable=False, default=True),
+    Column("final", Boolean, nullable=False, default=True, server_default=true()),
     Index("leadsquared_reset_claims_owner", "owner_id"),
 )
 

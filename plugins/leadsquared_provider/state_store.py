@@ -79,12 +79,18 @@ class RunRecord:
     run_type: str | None = None  # Airflow's DagRunType value: "scheduled", "backfill", "manual", ...
     leadsquared_conn_id: str | None = None  # the account's connection (None: planned before schema 3)
     account: str | None = None  # the account's tag, learnt by the plan (None: a dry run, or before schema 3)
+    deferred: int = 0  # the last staged leads, in no batch: over today's share of the daily quota
+
+    @property
+    def batched(self) -> int:
+        """The staged leads that the batches cover (its own and carried over, less the deferred)."""
+        return self.candidates + self.carried_over - self.deferred
 
     def batch(self, number: int) -> dict[str, int]:
         """The bounds of batch ``number`` among the run's staged candidates (its own and carried over)."""
         from leadsquared_provider.planning import batch_bounds
 
-        return batch_bounds(number, self.batch_size, self.candidates + self.carried_over)
+        return batch_bounds(number, self.batch_size, self.batched)
 
 
 @dataclass(frozen=True)
@@ -217,6 +223,7 @@ def _migrate(conn: Any, found: int) -> None:
         conn.execute(text(f"ALTER TABLE {t.claims.name} ADD COLUMN final BOOLEAN NOT NULL DEFAULT TRUE"))
         conn.execute(text(f"ALTER TABLE {t.runs.name} ADD COLUMN leadsquared_conn_id VARCHAR(250)"))
         conn.execute(text(f"ALTER TABLE {t.runs.name} ADD COLUMN account VARCHAR(64)"))
+        conn.execute(text(f"ALTER TABLE {t.runs.name} ADD COLUMN deferred INTEGER NOT NULL DEFAULT 0"))
     conn.execute(update(t.schema_version).where(t.schema_version.c.id == 1).values(version=t.SCHEMA_VERSION))
 
 
@@ -401,7 +408,11 @@ class StateStore:
                 ~settled,
             )
             .group_by(c.c.lead_id, c.c.scope_key)
-            .having(func.count(func.distinct(c.c.run_key)) <= max_runs)
+            # A run that deferred the lead (today's quota) does not count against the limit.
+            .having(
+                func.count(func.distinct(case((a.c.outcome == str(Outcome.DEFERRED), None), else_=c.c.run_key)))
+                <= max_runs
+            )
             .order_by(c.c.lead_id)
         )
         with self.engine.connect() as conn:
@@ -415,6 +426,7 @@ class StateStore:
             "run_type": record.run_type,
             "leadsquared_conn_id": record.leadsquared_conn_id,
             "account": record.account,
+            "deferred": record.deferred,
             "scope_json": json.dumps(record.scope, sort_keys=True),
             "scope_key": record.scope_key,
             "dry_run": record.dry_run,
@@ -454,6 +466,7 @@ class StateStore:
             run_type=row.run_type,
             leadsquared_conn_id=row.leadsquared_conn_id,
             account=row.account,
+            deferred=row.deferred or 0,
         )
 
     def growth_baseline(self, dag_id: str, key: str, *, runs: int = GROWTH_BASELINE_RUNS) -> int | None:

@@ -55,13 +55,17 @@ def build_summary(store: StateStore, key: str) -> dict[str, Any]:
         "held_elsewhere": store.leads_with(key, [Outcome.IN_PROGRESS_ELSEWHERE], limit=SHOWN),
         "already_done_leads": store.leads_with(key, [Outcome.ALREADY_DONE], limit=SHOWN),
         "rate_limited_answers": store.rate_limited_answers(key),
+        # Over today's share of the daily quota: not failures; the next run sends them for their window.
+        "deferred": counts.get(Outcome.DEFERRED, 0),
         "first_failed": store.leads_with(key, [*FAILURE_OUTCOMES, Outcome.REJECTED], limit=SHOWN),
     }
 
 
 def unresolved(summary: dict[str, Any]) -> int:
-    """Leads the next run should pick up: failures, unfinished and leads held by owners that may fail."""
-    return summary["failures"] + summary["counts"].get(Outcome.IN_PROGRESS_ELSEWHERE, 0)
+    """Leads the next run should pick up: failures, unfinished, deferred and leads held by owners that may
+    fail."""
+    counts = summary["counts"]
+    return summary["failures"] + counts.get(Outcome.IN_PROGRESS_ELSEWHERE, 0) + counts.get(Outcome.DEFERRED, 0)
 
 
 def verdict(summary: dict[str, Any], params: RunParams) -> None:

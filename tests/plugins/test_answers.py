@@ -144,7 +144,8 @@ def hook_for(lsq_connection: Callable[..., str], server: ScriptedServer, **extra
     extra.setdefault("rate_limit", 50)
     extra.setdefault("rate_window_seconds", 0.5)
     extra.setdefault("rate_margin_seconds", 0)
-    return LeadSquaredHook(leadsquared_conn_id=lsq_connection(server.base_url, **extra))
+    # The account given, as a run gives the one its plan learnt: the script answers resets, not who we are.
+    return LeadSquaredHook(leadsquared_conn_id=lsq_connection(server.base_url, **extra), account="scripted")
 
 
 # -- classification, one answer at a time -----------------------------------------------------------------

@@ -19,6 +19,7 @@ from leadsquared_provider.exceptions import (
 )
 from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
 from leadsquared_provider.outcomes import Outcome
+from leadsquared_provider.rate_budget import account_tag
 from leadsquared_provider.reset_request import ResetRequest, ResetScope
 from lsq_emulator import EmulatorConfig, run_emulator
 from tests.conftest import ADMIN_ACCESS, ADMIN_SECRET, VIEWER_ACCESS, VIEWER_SECRET, lsq_lead, new_lead_id
@@ -155,7 +156,11 @@ def test_auth_failure_is_sent_once_then_nothing_more(
     assert (result.status_code, result.attempts) == (status, 1)
     with pytest.raises(LeadSquaredAuthError, match="not sent"):
         hook.reset_lead(ResetRequest(lead_id, SCOPE))
-    assert len(served.calls()) == 1
+    # One refused request, never retried: the keys' first (UserByAccessKey.Get, which learns their account;
+    # a non-admin's is answered, so its reset is the refused one).
+    calls = served.calls()
+    assert [c["status"] for c in calls if c["status"] >= 400] == [status] and calls[-1]["status"] == status
+    assert len(calls) == (2 if login == VIEWER_ACCESS else 1)
     assert served.lead(lead_id) is not None
 
 
@@ -429,8 +434,11 @@ def test_budget_gets_the_connections_share_and_bounded_wait(served, lsq_connecti
     assert (
         LeadSquaredHook(leadsquared_conn_id=conn_id).reset_lead(ResetRequest(lead_id, SCOPE)).outcome is Outcome.QUEUED
     )
-    [kwargs] = made
-    assert (kwargs["limit"], kwargs["share"], kwargs["max_wait_seconds"]) == (7, 0.5, 12.0)
+    # The keys' own budget paid for learning the account; the account's budget pays for everything else.
+    keys, account = made
+    assert keys["tag"] == account_tag(ADMIN_ACCESS) and account["tag"] != keys["tag"]
+    for kwargs in made:
+        assert (kwargs["limit"], kwargs["share"], kwargs["max_wait_seconds"]) == (7, 0.5, 12.0)
 
 
 class StubBudget:
@@ -457,7 +465,7 @@ class StubBudget:
 def test_budget_failure_before_sending_is_raised_and_nothing_is_sent(scripted, lsq_connection, monkeypatch):
     monkeypatch.setattr("leadsquared_provider.hooks.leadsquared.RateBudget", StubBudget)
     server = scripted(Reply(200, QUEUED))
-    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(server.base_url))
+    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(server.base_url), account="scripted")
 
     with pytest.raises(RateBudgetError, match="no unit"):
         hook.reset_lead(ResetRequest(new_lead_id(), SCOPE))
@@ -468,7 +476,7 @@ def test_budget_failure_after_an_attempt_is_that_leads_failed_result(scripted, l
     monkeypatch.setattr(StubBudget, "units", 1)
     monkeypatch.setattr("leadsquared_provider.hooks.leadsquared.RateBudget", StubBudget)
     server = scripted(Reply(502, "<html>502 Bad Gateway</html>"))
-    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(server.base_url))
+    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(server.base_url), account="scripted")
 
     result = hook.reset_lead(ResetRequest(new_lead_id(), SCOPE))
 

@@ -94,7 +94,8 @@ def test_a_version_1_store_is_migrated_and_keeps_its_runs(store, monkeypatch):
         conn.execute(text("ALTER TABLE leadsquared_reset_runs DROP COLUMN run_type"))
         conn.execute(text("ALTER TABLE leadsquared_reset_audit DROP COLUMN unread"))
         conn.execute(text("ALTER TABLE leadsquared_reset_claims DROP COLUMN final"))
-        conn.execute(text("ALTER TABLE leadsquared_reset_runs DROP COLUMN leadsquared_conn_id"))
+        for column in ("leadsquared_conn_id", "account", "deferred"):
+            conn.execute(text(f"ALTER TABLE leadsquared_reset_runs DROP COLUMN {column}"))
         conn.execute(state_schema.schema_version.update().values(version=1))
     monkeypatch.setattr(module, "_schema_ready", set())
 

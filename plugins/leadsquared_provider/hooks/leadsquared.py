@@ -26,6 +26,7 @@ from airflow.providers.http.hooks.http import HttpHook
 from leadsquared_provider import LeadSquaredSettings
 from leadsquared_provider.exceptions import (
     ActivityReadError,
+    DailyQuotaSpent,
     InvalidConnection,
     InvalidResetRequest,
     LeadSquaredAuthError,
@@ -47,7 +48,7 @@ from leadsquared_provider.outcomes import (
     is_user_body,
     redacted,
 )
-from leadsquared_provider.rate_budget import RateBudget, account_tag
+from leadsquared_provider.rate_budget import DailyQuota, RateBudget, account_tag
 from leadsquared_provider.reset_request import normalize_lead_id
 
 if TYPE_CHECKING:
@@ -300,9 +301,17 @@ class LeadSquaredHook(HttpHook):
             "extra 'allow_insecure_http' to true (127.0.0.1, localhost and ::1 are always allowed)"
         )
 
-    def _budget_for(self, tag: str) -> RateBudget:
+    def _budget_for(self, tag: str, *, daily: bool = True) -> RateBudget:
         settings = self.settings
+        quota = None
+        if daily and settings.daily_limit is not None:
+            quota = DailyQuota(
+                cap=math.floor(settings.daily_limit * settings.daily_share + 1e-9),
+                window_seconds=settings.daily_window_seconds,
+                reset=settings.daily_reset,
+            )
         return RateBudget(
+            daily=quota,
             limit=settings.rate_limit,
             window_seconds=settings.rate_window_seconds,
             margin_seconds=settings.rate_margin_seconds,
@@ -315,7 +324,7 @@ class LeadSquaredHook(HttpHook):
     @cached_property
     def key_budget(self) -> RateBudget:
         """The budget of these keys alone: only for the one call that learns their account (``get_user``)."""
-        return self._budget_for(account_tag(self.access_key))
+        return self._budget_for(account_tag(self.access_key), daily=False)
 
     @property
     def account(self) -> str:
@@ -349,7 +358,10 @@ class LeadSquaredHook(HttpHook):
             tag = self.account
             with self._account_lock:
                 if self._budget is None:
-                    self._budget = self.key_budget if tag == self.key_budget.tag else self._budget_for(tag)
+                    same = tag == account_tag(self.access_key)  # no OrgId came: the keys' own budget, with its day
+                    self._budget = self._budget_for(tag)
+                    if same:
+                        self.__dict__["key_budget"] = self._budget
         return self._budget
 
     def _prepare(self) -> None:
@@ -484,7 +496,12 @@ class LeadSquaredHook(HttpHook):
             raise self._stop_error("not sent")
         self._prepare()
         settings = self.settings
-        spend = budget or self.budget
+        try:
+            spend = budget or self.budget  # may ask LeadSquared which account the keys belong to, once
+        except LeadSquaredAuthError:
+            assert self._auth_failure is not None  # that request was refused: nothing more is sent
+            tally.attempts += 1  # made on this call's behalf
+            return self._auth_failure
 
         def attempt() -> Answer:
             if self._auth_failure is not None and tally.attempts:
@@ -573,6 +590,23 @@ class LeadSquaredHook(HttpHook):
             if not tally.attempts:
                 raise
             answer = Answer(AnswerClass.TRANSIENT, None, "RateBudgetError", self._clean(f"rate budget: {exc}"))
+        except DailyQuotaSpent as exc:
+            if not tally.attempts:
+                raise  # nothing sent: the sender defers the lead
+            return ResetResult(
+                lead_id=request.lead_id,
+                outcome=Outcome.DEFERRED,
+                status_code=None,
+                exception_type="DailyQuotaSpent",
+                message=self._clean(f"not sent again after {tally.attempts} attempt(s): {exc}"),
+                attempts=tally.attempts,
+                started_at=started,
+                finished_at=time.time(),
+                budget_wait_seconds=round(tally.waited, 3),
+                uncertain_attempts=tally.uncertain,
+                rate_limited_answers=tally.rate_limited,
+                last_unread=tally.last_was_uncertain,
+            )
         except _Stopped:
             failure = self._stop_error("stopped")
             answer = Answer(AnswerClass.TRANSIENT, None, failure.exception_type, self._clean(failure))

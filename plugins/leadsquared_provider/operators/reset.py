@@ -150,6 +150,13 @@ class LeadSquaredResetOperator(BaseOperator):
                 f"{failure.message}); {counts.get(Outcome.SKIPPED, 0)} lead(s) of this batch were not sent. "
                 f"Fix connection {self.leadsquared_conn_id!r}, then clear the run."
             )
+        if report.quota_spent is not None:  # a notice, not a failure: the next run sends the deferred leads
+            self.log.warning(
+                "%s: %d lead(s) deferred to the next run: %s",
+                label,
+                counts.get(Outcome.DEFERRED, 0),
+                report.quota_spent,
+            )
         if report.stopped_by is not None:
             raise RuntimeError(
                 f"{label} stopped: {report.stopped_by}. Its unsent leads are retried by the next run "

@@ -1,0 +1,145 @@
+"""The account's daily quota (issue 20): counted per account by every call, in both budget stores; a run that
+does not fit sends what fits and defers the rest; a run that meets the end of the day defers what is left."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+import uuid
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from leadsquared_provider.exceptions import DailyQuotaSpent, InvalidConnection, PlanError
+from leadsquared_provider.outcomes import Outcome
+from leadsquared_provider.rate_budget import DailyQuota, RateBudget, parse_daily_reset
+from leadsquared_provider.state_store import StateStore
+from lsq_emulator import EmulatorConfig, run_emulator
+from tests.conftest import lsq_lead
+from tests.plugins import test_plan_bad_input
+from tests.plugins.test_plan_bad_input import call_plan
+from tests.plugins.test_sender import LEADS, SCOPE, sender
+
+dag = test_plan_bad_input.dag  # the DAG fixture
+
+BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "redis":
+        return request.getfixturevalue("redis_server").url(5)
+    return f"sqlite:///{tmp_path / 'budget.sqlite'}"
+
+
+def test_the_day_caps_every_caller_of_the_account_and_frees_up_as_it_rolls(backend_url):
+    tag = uuid.uuid4().hex[:16]
+    quota = DailyQuota(cap=5, window_seconds=3.0)
+    first, second = (
+        RateBudget(limit=1000, window_seconds=1, tag=tag, backend_url=backend_url, daily=quota) for _ in range(2)
+    )
+    for budget in (first, second, first, second, first):  # two processes' budgets of one account
+        budget.acquire()
+    assert first.day_left() == second.day_left() == 0
+    with pytest.raises(DailyQuotaSpent, match="5 of 5 calls") as spent:
+        second.acquire()
+    assert time.time() < spent.value.resets_at <= time.time() + 3.5
+    time.sleep(spent.value.resets_at - time.time() + 0.2)  # the rolling day moves past the first calls
+    assert first.day_left() == 5
+    first.acquire()
+    assert second.day_left() == 4
+
+
+def test_a_named_restart_counts_since_it():
+    assert parse_daily_reset("00:00 Asia/Kolkata") == (0, 0, "Asia/Kolkata")
+    with pytest.raises(InvalidConnection, match="daily_reset"):
+        parse_daily_reset("midnight")
+    quota = DailyQuota(cap=10, reset="05:30 UTC")
+    now = int(time.mktime(time.strptime("2026-12-06 04:00:00", "%Y-%m-%d %H:%M:%S")) - time.timezone) * 1000
+    assert quota.start_ms(now) == now - (22 * 3600 + 30 * 60) * 1000  # yesterday 05:30
+    assert quota.restarts_ms(now, None) == now + 90 * 60 * 1000  # today 05:30
+
+
+@pytest.fixture
+def quota_served():
+    org = str(uuid.uuid4())  # an account of its own: no day left over from another test
+    from lsq_emulator.config import Account
+
+    config = EmulatorConfig(
+        accounts=[Account("quota", "u$quota", "quota-secret", org_id=org)],
+        rate_limit=1000,
+        rate_window_seconds=1.0,
+        daily_limit=8,
+        day_seconds=60.0,
+    )
+    with run_emulator(config, leads=[lsq_lead(lead) for lead in LEADS]) as emu:
+        yield emu
+
+
+def test_a_batch_that_meets_the_end_of_the_day_defers_the_rest_and_is_never_refused(
+    quota_served, lsq_connection, state_conn
+):
+    # The day holds 8 calls: the one that learns the account, then 7 resets; the other 5 leads are deferred,
+    # not sent: LeadSquared never refuses a call, and the batch does not fail.
+    lsq = lsq_connection(
+        quota_served.base_url,
+        login="u$quota",
+        password="quota-secret",
+        daily_limit=8,
+        daily_share=1,
+        daily_window_seconds=60,
+    )
+    with StateStore(state_conn) as store:
+        store.save_scope("s1", SCOPE)
+        report = sender(store, lsq, "dag/day", max_in_flight=1).send([(lead, "s1") for lead in LEADS[:12]])
+        rows = {row["lead_id"]: row for row in store.iter_audit("dag/day")}
+    assert report.counts == {Outcome.QUEUED: 7, Outcome.DEFERRED: 5}
+    assert report.quota_spent is not None and report.stopped_by is None
+    assert sum(quota_served.stats()["rate_limited"].values()) == 0
+    resets = [c for c in quota_served.calls() if c["path"].endswith("Lead.Reset")]
+    assert len(resets) == 7
+    deferred = [lead for lead, row in rows.items() if row["outcome"] == "deferred"]
+    assert deferred == LEADS[7:12] and all(rows[lead]["sends"] == 0 for lead in deferred)
+    assert "calls free up from" in rows[deferred[0]]["message"]
+
+
+def test_a_plan_over_todays_share_sends_what_fits_and_defers_the_rest(
+    dag, quota_served, lsq_connection, sqlite_warehouse, state_conn, caplog
+):
+    # 12 candidates, a day of 8 calls at a share of 1. Refused first (its credential check took 1 call);
+    # then the plan's own check takes 1 and the verification keeps 2 (verify_sample): 4 fit, 8 are deferred,
+    # before anything is sent.
+    conn_id, path = sqlite_warehouse
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("CREATE TABLE lsq_reset_requests (prospect_id TEXT, requested_at TEXT)")
+        db.executemany("INSERT INTO lsq_reset_requests VALUES (?, '2026-11-01 06:00:00')", [(i,) for i in LEADS[:12]])
+    lsq = lsq_connection(
+        quota_served.base_url,
+        login="u$quota",
+        password="quota-secret",
+        daily_limit=8,
+        daily_share=1,
+        daily_window_seconds=60,
+    )
+    window = {"from_date": "2026-11-01T00:00:00+05:30", "to_date": "2026-11-01T23:59:59+05:30", "verify_sample": 2}
+    caplog.set_level(logging.WARNING)
+    with pytest.raises(PlanError, match="do not fit in the 7 calls left"):
+        call_plan(
+            dag,
+            {**window, "refuse_over_daily_quota": True},
+            "manual__refused",
+            warehouse=conn_id,
+            lsq=lsq,
+            state=state_conn,
+        )
+    batches = call_plan(dag, window, "manual__1", warehouse=conn_id, lsq=lsq, state=state_conn)
+    with StateStore(state_conn) as store:
+        run = store.load_run(f"{dag.dag_id}/manual__1")
+        rows = list(store.iter_audit(f"{dag.dag_id}/manual__1"))
+    assert (run.candidates, run.deferred, run.batched) == (12, 8, 4)
+    assert batches == [1] and run.batch(1) == {"batch": 1, "first": 1, "last": 4}
+    assert sorted(r["lead_id"] for r in rows if r["outcome"] == "deferred") == sorted(LEADS[4:12])
+    assert not [c for c in quota_served.calls() if c["path"].endswith("Lead.Reset")]  # the plan sends no reset
+    assert "4 sent now, 8 deferred to the next run" in caplog.text
