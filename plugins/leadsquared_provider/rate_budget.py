@@ -320,6 +320,7 @@ class _State:
     last_decrease: int = 0
     last_limited: int = 0  # the latest rate-limit answer (debounced or not)
     hold_until: int = 0  # no increase before this time (the plateau just below ``failed_at``)
+    day_spent_until: int = 0  # wall-clock ms: LeadSquared said the account's day is spent (an unstated quota)
 
     @classmethod
     def load(cls, raw: str | bytes | None) -> _State:
@@ -836,6 +837,8 @@ class RateBudget:
         store = self._store
         with store.locked(deadline - time.monotonic()):
             state, now = store.read()
+            if state.day_spent_until > time.time_ns() // 1_000_000:
+                raise self._day_spent(None, None, until=state.day_spent_until)
             changed, rule = _settle(dataclasses.replace(state, callers=dict(state.callers)), self._caller, now, None)
             if changed:
                 state, now, (_, rule) = store.modify(
@@ -851,15 +854,30 @@ class RateBudget:
             self._local.sent = now
         return wait_ms
 
-    def _day_spent(self, used: int, oldest: int | None) -> DailyQuotaSpent:
-        assert self.daily is not None
-        restarts = self.daily.restarts_ms(time.time_ns() // 1_000_000, oldest) / 1000
+    def _day_spent(self, used: int | None, oldest: int | None, until: int | None = None) -> DailyQuotaSpent:
+        if until is not None:  # learnt from LeadSquared's own answer
+            restarts = until / 1000
+            said = f"LeadSquared refused a call of {self.where} for its daily quota"
+        else:
+            assert self.daily is not None
+            restarts = self.daily.restarts_ms(time.time_ns() // 1_000_000, oldest) / 1000
+            said = f"the account's daily share is spent: {used} of {self.daily.cap} calls in {self.where}'s day"
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(restarts))
-        return DailyQuotaSpent(
-            f"the account's daily share is spent: {used} of {self.daily.cap} calls in {self.where}'s day; "
-            f"calls free up from {when}",
-            resets_at=restarts,
+        return DailyQuotaSpent(f"{said}; calls free up from {when}", resets_at=restarts)
+
+    def day_is_spent(self, seconds: float) -> DailyQuotaSpent:
+        """LeadSquared refused a call for a window of ``seconds`` (an hour or more: its daily quota, stated or
+        not): no caller of the account sends until that window has passed. Returns the error to raise."""
+        until = time.time_ns() // 1_000_000 + round(seconds * 1000)
+
+        def mark(state: _State, _now: int) -> None:
+            state.day_spent_until = max(state.day_spent_until, until)
+
+        self._store.modify(mark, self.max_wait_seconds)
+        log.warning(
+            "Rate budget of %s: the account's daily quota is spent; nothing is sent for %.0f s", self.where, seconds
         )
+        return self._day_spent(None, None, until=until)
 
     def day_left(self) -> int | None:
         """Calls left in the account's day for these callers (None: no daily quota stated)."""

@@ -72,6 +72,8 @@ def _verification_lines(summary: Mapping[str, Any]) -> list[str]:
         for check in ("verified", "still_present", "unverifiable", "nothing_checkable")
     ]
     lines.append(f"not checked: {part['not_checked']}")
+    if part.get("daily_quota"):
+        lines.append(f"daily quota: {part['daily_quota']}")
     if summary.get("still_present_leads"):
         lines += ["", "leads still holding activities their reset was to delete:"]
         lines += [

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from leadsquared_provider.exceptions import LeadSquaredAuthError, PlanError, RateBudgetError
+from leadsquared_provider.exceptions import DailyQuotaSpent, LeadSquaredAuthError, PlanError, RateBudgetError
 from leadsquared_provider.outcomes import activity_event_code
 from leadsquared_provider.run_params import (
     DEFAULT_MAX_STILL_PRESENT,
@@ -320,12 +320,24 @@ def verify_run(
     scopes = store.load_scopes({sk for _, sk, _ in todo})
     hook = hook_factory() if todo else None
     refused: str | None = None
-    for lead_id, scope_key, queued_at in todo:
+    day_note: str | None = None
+    left = hook.budget.day_left() if hook is not None else None
+    if left is not None and left < len(todo):  # the day is tight: read fewer, and say so
+        day_note = (
+            f"{min(left, len(todo))} of {len(todo)} sampled reads made: today's share of the account's daily "
+            "quota holds no more"
+        )
+        log.warning("verification: %s", day_note)
+    for n, (lead_id, scope_key, queued_at) in enumerate(todo):
+        if refused is None and left is not None and n >= left:
+            refused = "not read: today's share of the account's daily quota is spent"
         if refused is None:
             try:
                 check = check_lead(hook, lead_id, scope_key, ScopeWindow.from_scope(scopes[scope_key], queued_at))
             except LeadSquaredAuthError as exc:
                 refused = f"not read: LeadSquared refused the keys: {exc}"
+            except DailyQuotaSpent as exc:
+                refused = f"not read: {exc}"
         if refused is not None:
             check = LeadCheck(lead_id, scope_key, Check.UNVERIFIABLE, message=refused)
         log.info("lead %s: %s (%s)", lead_id, check.result, check.message)
@@ -334,6 +346,8 @@ def verify_run(
     results = lead_results(r for r in store.verification_rows(key) if r["lead_id"] in sampled)
     tally = counts(results)
     status = {"sampled": len(sample), "of_queued": len(scopes_of), **tally}
+    if day_note or (refused and "daily quota" in refused):
+        status["daily_quota"] = day_note or refused
     # Only leads still holding activities are waited for: an unverifiable read was already retried (it is
     # read again only if a later poke happens anyway).
     waiting = tally[Check.STILL_PRESENT]

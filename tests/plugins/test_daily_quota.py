@@ -143,3 +143,32 @@ def test_a_plan_over_todays_share_sends_what_fits_and_defers_the_rest(
     assert sorted(r["lead_id"] for r in rows if r["outcome"] == "deferred") == sorted(LEADS[4:12])
     assert not [c for c in quota_served.calls() if c["path"].endswith("Lead.Reset")]  # the plan sends no reset
     assert "4 sent now, 8 deferred to the next run" in caplog.text
+
+
+def test_an_unstated_quota_is_learnt_from_the_answer_and_stops_every_caller_of_the_account(lsq_connection, state_conn):
+    # The connection states no daily quota; LeadSquared's day allows 6 calls and says so when it refuses one
+    # ("...limit of 6 in 3600 second(s)"). The batch stops at that first refusal, defers the rest and does not
+    # fail; another connection of the account then sends nothing either.
+    from lsq_emulator.config import Account
+
+    org = str(uuid.uuid4())
+    accounts = [Account("quiet", f"u$quiet-{n}", f"quiet-secret-{n}", org_id=org) for n in (1, 2)]
+    config = EmulatorConfig(
+        accounts=accounts, rate_limit=1000, rate_window_seconds=1.0, daily_limit=6, day_seconds=3600.0
+    )
+    with run_emulator(config, leads=[lsq_lead(lead) for lead in LEADS]) as emu:
+        first, second = (
+            lsq_connection(emu.base_url, conn_id=f"quiet_{n}", login=f"u$quiet-{n}", password=f"quiet-secret-{n}")
+            for n in (1, 2)
+        )
+        with StateStore(state_conn) as store:
+            store.save_scope("s1", SCOPE)
+            report = sender(store, first, "dag/quiet", max_in_flight=1).send([(lead, "s1") for lead in LEADS[:10]])
+            assert report.counts == {Outcome.QUEUED: 5, Outcome.DEFERRED: 5}  # 1 call learnt the account
+            assert report.quota_spent is not None and report.stopped_by is None
+            refused = [c for c in emu.calls() if c["outcome"] == "rate_limited"]
+            assert len(refused) == 1  # the one call that told us; none after it
+            other = sender(store, second, "dag/quiet-2", max_in_flight=1).send([(lead, "s1") for lead in LEADS[10:13]])
+        assert other.counts == {Outcome.DEFERRED: 3}
+        # The second connection learnt its account (1 call, refused too: the day is spent) and sent no reset.
+        assert len([c for c in emu.calls() if c["path"].endswith("Lead.Reset")]) == 6

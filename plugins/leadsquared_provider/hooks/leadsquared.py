@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -119,6 +120,23 @@ def _activity_body(event_code: int | None, offset: int) -> dict[str, Any]:
         "Parameter": {"ActivityEvent": event_code} if event_code is not None else {},
         "Paging": {"Offset": str(offset), "RowCount": str(ACTIVITY_PAGE_SIZE)},
     }
+
+
+_QUOTA_WINDOW = re.compile(r"limit of\s+\d+\s+in\s+([\d.]+)\s*second", re.I)
+DAY_WINDOW_SECONDS = 3600  # a rate-limit answer naming a window this long or longer is the daily quota
+
+
+def quota_window_seconds(message: str) -> float | None:
+    """The window a rate-limit answer names, when it is an hour or more (``...limit of 10000 in 86400
+    second(s)``): the account's daily quota is spent. ``None`` for the 5-s limit or no window named."""
+    match = _QUOTA_WINDOW.search(message or "")
+    if match is None:
+        return None
+    try:
+        seconds = float(match[1])
+    except ValueError:
+        return None
+    return seconds if DAY_WINDOW_SECONDS <= seconds <= 7 * 86_400 else None
 
 
 # The account tag of each access key's hash, learnt by this process (UserByAccessKey.Get's OrgId).
@@ -514,6 +532,9 @@ class LeadSquaredHook(HttpHook):
             answer = self._send(method, endpoint, body, accepts)
             if answer.kind is AnswerClass.RATE_LIMITED:
                 tally.rate_limited += 1
+                day = quota_window_seconds(answer.message)
+                if day is not None:  # the day's quota, not the 5-s limit: waiting a window changes nothing
+                    raise spend.day_is_spent(day)
                 spend.penalize()
                 raise _Retry(answer)
             if answer.kind is AnswerClass.TRANSIENT:

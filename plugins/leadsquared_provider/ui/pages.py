@@ -24,6 +24,7 @@ OUTCOME_MEANING = {
     "rejected": "refused for good: lead not found, not a GUID, or invalid request",
     "in_progress_elsewhere": "another run or try held the lead: not sent here",
     "sending": "a request was in flight when its process died",
+    "deferred": "not sent: over today's share of the account's daily quota; the next run sends it",
     "unfinished": "staged but not processed yet (the run is going on, or its batch never ran)",
 }
 # The verification step's results (leadsquared_provider.verification.Check).

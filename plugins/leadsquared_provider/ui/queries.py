@@ -39,6 +39,7 @@ NOT_RESET = (
     Outcome.SKIPPED,
     Outcome.REJECTED,
     Outcome.IN_PROGRESS_ELSEWHERE,
+    Outcome.DEFERRED,
     Outcome.SENDING,
 )
 OUTCOME_ORDER = (
