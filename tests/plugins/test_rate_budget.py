@@ -382,7 +382,7 @@ def test_the_log_and_state_are_named_by_the_account_only(backend, redis_server, 
     else:
         with sqlite3.connect(tmp_path / "b.sqlite") as conn:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            assert tables == {f"budget_log_{tag}", "budget_state"}
+            assert tables == {f"budget_log_{tag}", "budget_state", "budget_day"}  # the last two: rows by tag
             assert conn.execute(f"SELECT COUNT(*) FROM budget_log_{tag}").fetchone() == (3,)
 
 
