@@ -837,7 +837,7 @@ class RateBudget:
         store = self._store
         with store.locked(deadline - time.monotonic()):
             state, now = store.read()
-            if state.day_spent_until > time.time_ns() // 1_000_000:
+            if state.day_spent_until and state.day_spent_until > time.time_ns() // 1_000_000:
                 raise self._day_spent(None, None, until=state.day_spent_until)
             changed, rule = _settle(dataclasses.replace(state, callers=dict(state.callers)), self._caller, now, None)
             if changed:

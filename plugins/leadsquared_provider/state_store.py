@@ -255,6 +255,14 @@ def _window_end(scope: Mapping[str, Any]) -> float | None:
     return (last if last.tzinfo else last.replace(tzinfo=UTC)).timestamp() + 1
 
 
+def _take_claim(conn: Connection, row: Mapping[str, Any], holder: str, *still: Any, **extra: Any) -> bool:
+    """Make the lead's claim ``row`` (ours) if ``holder`` still holds it as seen (``still``); True if taken."""
+    k = t.claims
+    mine = {name: value for name, value in row.items() if name not in ("lead_id", "scope_key")}
+    where = (k.c.lead_id == row["lead_id"], k.c.scope_key == row["scope_key"], k.c.owner_id == holder, *still)
+    return conn.execute(update(k).where(*where).values(**mine, **extra)).rowcount == 1
+
+
 def _owner_columns(owner: ClaimOwner) -> dict[str, Any]:
     return {
         "owner_id": owner.owner_id,
@@ -568,20 +576,7 @@ class StateStore:
                     return Claim(ClaimStatus.SETTLED, f"{held.settled_outcome} by run {held.run_key}")
                 if held.settled_outcome is not None:
                     # Reset by another run before this window closed: that reset covered what existed then.
-                    taken = conn.execute(
-                        update(k)
-                        .where(
-                            k.c.lead_id == lead_id,
-                            k.c.scope_key == scope_key,
-                            k.c.owner_id == held.owner_id,
-                            k.c.final.is_(False),
-                        )
-                        .values(
-                            **{name: value for name, value in row.items() if name not in ("lead_id", "scope_key")},
-                            final=True,
-                        )
-                    ).rowcount
-                    if taken != 1:
+                    if not _take_claim(conn, row, held.owner_id, k.c.final.is_(False), final=True):
                         return Claim(ClaimStatus.HELD, "claim changed meanwhile")
                     claim = Claim(
                         ClaimStatus.OURS,
@@ -608,18 +603,8 @@ class StateStore:
                         seen or Sighting(held.owner_id, held.expires_at, held.store_now),
                     )
                 else:
-                    taken = conn.execute(
-                        update(k)
-                        .where(
-                            k.c.lead_id == lead_id,
-                            k.c.scope_key == scope_key,
-                            k.c.owner_id == held.owner_id,
-                            k.c.expires_at == held.expires_at,
-                            k.c.settled_outcome.is_(None),
-                        )
-                        .values(**{name: value for name, value in row.items() if name not in ("lead_id", "scope_key")})
-                    ).rowcount
-                    if taken != 1:
+                    unchanged = and_(k.c.expires_at == held.expires_at, k.c.settled_outcome.is_(None))
+                    if not _take_claim(conn, row, held.owner_id, unchanged):
                         return Claim(ClaimStatus.HELD, f"held by {holder}")
                     claim = Claim(ClaimStatus.TAKEN_OVER, f"expired claim of {holder} taken over")
             return self._claimed(conn, batch, lead_id, scope_key, claim)

@@ -8,7 +8,6 @@ import sqlite3
 import time
 import uuid
 from contextlib import closing
-from pathlib import Path
 
 import pytest
 
@@ -18,20 +17,13 @@ from leadsquared_provider.rate_budget import DailyQuota, RateBudget, parse_daily
 from leadsquared_provider.state_store import StateStore
 from lsq_emulator import EmulatorConfig, run_emulator
 from tests.conftest import lsq_lead
-from tests.plugins import test_plan_bad_input
+from tests.plugins import test_plan_bad_input, test_rate_budget
 from tests.plugins.test_plan_bad_input import call_plan
 from tests.plugins.test_sender import LEADS, SCOPE, sender
 
 dag = test_plan_bad_input.dag  # the DAG fixture
 
-BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "redis":
-        return request.getfixturevalue("redis_server").url(5)
-    return f"sqlite:///{tmp_path / 'budget.sqlite'}"
+backend_url = test_rate_budget.backend_url  # the budget store: SQLite, or Redis
 
 
 def test_the_day_caps_every_caller_of_the_account_and_frees_up_as_it_rolls(backend_url):
@@ -78,19 +70,19 @@ def quota_served():
         yield emu
 
 
+def _quota_connection(lsq_connection, served) -> str:
+    """The quota account's connection, stating its day: 8 calls a minute, all of them ours."""
+    return lsq_connection(
+        served.base_url, login="u$quota", password="quota-secret", daily_limit=8, daily_share=1, daily_window_seconds=60
+    )
+
+
 def test_a_batch_that_meets_the_end_of_the_day_defers_the_rest_and_is_never_refused(
     quota_served, lsq_connection, state_conn
 ):
     # The day holds 8 calls: the one that learns the account, then 7 resets; the other 5 leads are deferred,
     # not sent: LeadSquared never refuses a call, and the batch does not fail.
-    lsq = lsq_connection(
-        quota_served.base_url,
-        login="u$quota",
-        password="quota-secret",
-        daily_limit=8,
-        daily_share=1,
-        daily_window_seconds=60,
-    )
+    lsq = _quota_connection(lsq_connection, quota_served)
     with StateStore(state_conn) as store:
         store.save_scope("s1", SCOPE)
         report = sender(store, lsq, "dag/day", max_in_flight=1).send([(lead, "s1") for lead in LEADS[:12]])
@@ -115,14 +107,7 @@ def test_a_plan_over_todays_share_sends_what_fits_and_defers_the_rest(
     with closing(sqlite3.connect(path)) as db, db:
         db.execute("CREATE TABLE lsq_reset_requests (prospect_id TEXT, requested_at TEXT)")
         db.executemany("INSERT INTO lsq_reset_requests VALUES (?, '2026-11-01 06:00:00')", [(i,) for i in LEADS[:12]])
-    lsq = lsq_connection(
-        quota_served.base_url,
-        login="u$quota",
-        password="quota-secret",
-        daily_limit=8,
-        daily_share=1,
-        daily_window_seconds=60,
-    )
+    lsq = _quota_connection(lsq_connection, quota_served)
     window = {"from_date": "2026-11-01T00:00:00+05:30", "to_date": "2026-11-01T23:59:59+05:30", "verify_sample": 2}
     caplog.set_level(logging.WARNING)
     with pytest.raises(PlanError, match="do not fit in the 7 calls left"):

@@ -6,16 +6,7 @@ import json
 
 from leadsquared_provider.state_store import RunRecord, StateStore
 from leadsquared_provider.ui import app, queries
-
-SCOPE = {
-    "activity_event_codes": [166],
-    "task_type_ids": [],
-    "audit_types": [],
-    "delete_notes": False,
-    "from_date": "2026-11-01T00:00:00+00:00",
-    "to_date": "2026-11-01T23:59:59+00:00",
-    "allow_all_time": False,
-}
+from tests.plugins.test_sender import SCOPE
 
 
 def _view(dag_id: str, run_id: str) -> dict:

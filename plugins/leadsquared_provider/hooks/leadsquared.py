@@ -596,6 +596,7 @@ class LeadSquaredHook(HttpHook):
         """
         started = time.time()
         tally = _Tally()
+        deferred = False
         try:
             answer = self._call(
                 "POST",
@@ -614,20 +615,8 @@ class LeadSquaredHook(HttpHook):
         except DailyQuotaSpent as exc:
             if not tally.attempts:
                 raise  # nothing sent: the sender defers the lead
-            return ResetResult(
-                lead_id=request.lead_id,
-                outcome=Outcome.DEFERRED,
-                status_code=None,
-                exception_type="DailyQuotaSpent",
-                message=self._clean(f"not sent again after {tally.attempts} attempt(s): {exc}"),
-                attempts=tally.attempts,
-                started_at=started,
-                finished_at=time.time(),
-                budget_wait_seconds=round(tally.waited, 3),
-                uncertain_attempts=tally.uncertain,
-                rate_limited_answers=tally.rate_limited,
-                last_unread=tally.last_was_uncertain,
-            )
+            deferred = True  # sent, but no retry fits in today's quota: the next run sends it again
+            answer = Answer(AnswerClass.TRANSIENT, None, "DailyQuotaSpent", self._clean(f"not sent again: {exc}"))
         except _Stopped:
             failure = self._stop_error("stopped")
             answer = Answer(AnswerClass.TRANSIENT, None, failure.exception_type, self._clean(failure))
@@ -643,7 +632,7 @@ class LeadSquaredHook(HttpHook):
             AnswerClass.QUEUED: Outcome.QUEUED,
             AnswerClass.REJECTED: Outcome.REJECTED,
             AnswerClass.AUTH_FAILED: Outcome.AUTH_FAILED,
-        }.get(answer.kind, Outcome.FAILED)
+        }.get(answer.kind, Outcome.DEFERRED if deferred else Outcome.FAILED)
         message = answer.message
         if outcome is Outcome.FAILED:
             message = f"gave up after {tally.attempts} attempt(s): {answer.message}"
@@ -659,7 +648,7 @@ class LeadSquaredHook(HttpHook):
             budget_wait_seconds=round(tally.waited, 3),
             uncertain_attempts=tally.uncertain,
             rate_limited_answers=tally.rate_limited,
-            last_unread=outcome is Outcome.FAILED and tally.last_was_uncertain,
+            last_unread=outcome in (Outcome.FAILED, Outcome.DEFERRED) and tally.last_was_uncertain,
         )
 
     def _read(
