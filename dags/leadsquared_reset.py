@@ -351,6 +351,7 @@ def leadsquared_reset(account: Account) -> DAG:
                         params,
                         push=lambda summary: context["ti"].xcom_push(key="return_value", value=summary),
                         effective_rate=lambda: _effective_rate(leadsquared_conn_id, store.load_run(key).account),
+                        day_restarts=lambda: _day_restarts(leadsquared_conn_id, store.load_run(key).account),
                         export=run_audit_export(store, key, params.audit_export_table, warehouse_conn_id),
                         verify=VerifyParams.from_params(context["params"]),
                         verify_finished=context["ti"].xcom_pull(task_ids="verify") is not None,
@@ -371,6 +372,14 @@ def _effective_rate(conn_id: str, account: str | None) -> float | None:
     if account is None:  # a dry run: it never learnt the account, and asking would be a call
         return None
     return round(LeadSquaredHook(leadsquared_conn_id=conn_id, account=account).budget.effective_limit(), 2)
+
+
+def _day_restarts(conn_id: str, account: str | None) -> float | None:
+    from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
+
+    if account is None:
+        return None
+    return LeadSquaredHook(leadsquared_conn_id=conn_id, account=account).budget.day_restarts_at()
 
 
 for _account in load_accounts(accounts_file(PROJECT_DIR), sql_dir=SQL_DIR):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -137,14 +138,17 @@ def report_run(
     *,
     push: Callable[[dict[str, Any]], None],
     effective_rate: Callable[[], float | None] = lambda: None,
+    day_restarts: Callable[[], float | None] = lambda: None,
     export: Callable[[], int] | None = None,
     verify: VerifyParams | None = None,
     verify_finished: bool = False,
 ) -> dict[str, Any]:
     """Summarise the run, close it for carry-over, push the summary, export its audit if asked, then judge it.
 
-    With ``verify`` (the verify step's params), the summary gains the step's results and the run fails when
-    too many sampled leads still hold their activities; ``verify_finished`` says the verify task finished.
+    ``day_restarts`` gives when the account's daily quota frees up again (epoch s; None: no quota stated),
+    named in the summary when leads were deferred. With ``verify`` (the verify step's params), the summary
+    gains the step's results and the run fails when too many sampled leads still hold their activities;
+    ``verify_finished`` says the verify task finished.
     The summary is pushed before the export and before the verdict, so it can be read whatever fails; an
     export that fails is pushed again with ``audit_export_error`` and raised after the verdict:
     an :class:`AuditExportError` whose ``deterministic`` is false is transient, and the task's retry runs the
@@ -159,6 +163,8 @@ def report_run(
         raise PlanError(f"run {key} has no plan (the plan task failed): nothing was sent") from None
     if not summary["dry_run"]:
         summary["effective_rate_per_window"] = effective_rate()
+    if summary["deferred"] and (restarts := day_restarts()) is not None:  # when the deferred leads can go
+        summary["day_restarts"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(restarts))
     if verify is not None:
         add_verification(store, key, summary, verify, finished=verify_finished)
     store.close_run(key, unresolved(summary))

@@ -65,6 +65,7 @@ def test_a_stated_quota_defers_what_does_not_fit_and_the_next_day_sends_it_once(
     # 150 calls: the plan's credential check, 5 verification reads, 144 resets; 106 leads deferred.
     assert outcomes == {"queued": QUOTA - 1 - 5, "deferred": CANDIDATES - (QUOTA - 1 - 5)}, outcomes
     assert summary["deferred"] == outcomes["deferred"] and summary["failures"] == 0
+    assert summary["day_restarts"].endswith(" UTC")  # when the deferred leads can go
     assert sum(e2e.emulator.stats()["rate_limited"].values()) == 0  # the account never refused a call
     assert len(e2e.emulator.calls()) <= QUOTA
 
