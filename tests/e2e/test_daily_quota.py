@@ -1,7 +1,9 @@
-"""A stated daily quota under the real scheduler (issue 20): a run sends what fits in the day and defers the
-rest; once the day has rolled on, the next run sends the deferred leads exactly once.
+"""The daily quota under the real scheduler (issue 20).
 
-The emulator's day is shortened to 90 s, as is the connection's (``daily_window_seconds``).
+Stated: a run sends what fits in the day and defers the rest; once the day has rolled on, the next run sends
+the deferred leads exactly once (the emulator's day shortened to 90 s, as is the connection's
+``daily_window_seconds``). Unstated: the connection says nothing; LeadSquared's refusal names its hour-long
+window, and the run stops there, deferring the rest.
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ QUOTA, CANDIDATES, DAY_SECONDS = 150, 250, 90.0
 DAY, EMPTY_DAY = "2026-09-01", "2026-09-02"
 
 
-@pytest.fixture(scope="module")
-def quota_e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+def _start(tmp_path_factory: pytest.TempPathFactory, day_seconds: float, **conn_extra: object) -> Iterator[E2E]:
     tmp = tmp_path_factory.mktemp("e2e-quota")
     leads = [lsq_lead() for _ in range(CANDIDATES)]
     warehouse = tmp / "warehouse.db"
@@ -36,18 +37,19 @@ def quota_e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         )
     conn.close()
     config = EmulatorConfig(
-        rate_limit=100, rate_window_seconds=1.0, latency=(0.005, 0.02), daily_limit=QUOTA, day_seconds=DAY_SECONDS
+        rate_limit=100, rate_window_seconds=1.0, latency=(0.005, 0.02), daily_limit=QUOTA, day_seconds=day_seconds
     )
-    yield from start_on_sqlite(
-        tmp,
-        warehouse,
-        Scenario(per_day=1),
-        config=config,
-        extra_leads=leads,
-        daily_limit=QUOTA,
-        daily_share=1,
-        daily_window_seconds=DAY_SECONDS,
-    )
+    yield from start_on_sqlite(tmp, warehouse, Scenario(per_day=1), config=config, extra_leads=leads, **conn_extra)
+
+
+@pytest.fixture(scope="module")
+def quota_e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    yield from _start(tmp_path_factory, DAY_SECONDS, daily_limit=QUOTA, daily_share=1, daily_window_seconds=DAY_SECONDS)
+
+
+@pytest.fixture(scope="module")
+def unstated_e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    yield from _start(tmp_path_factory, 3600.0)  # the connection states no daily quota
 
 
 def window(day: str) -> dict[str, str]:
@@ -80,3 +82,22 @@ def test_a_stated_quota_defers_what_does_not_fit_and_the_next_day_sends_it_once(
     assert len(accepted) == CANDIDATES and set(accepted.values()) == {1}  # every lead reset exactly once
     assert {row[4] for row in e2e.audit(second).values()} == {f"{DAY} 00:00:00"}  # their original window
     assert sum(e2e.emulator.stats()["rate_limited"].values()) == 0
+
+
+def test_an_unstated_quota_stops_the_run_at_the_first_refusal_and_defers_the_rest(unstated_e2e):
+    # LeadSquared's day holds 150 calls and the connection does not say so. When the day is spent, its refusal
+    # names the hour-long window: every batch stops; what was in flight is refused at most once more.
+    e2e = unstated_e2e
+    e2e.emulator.clear_calls()
+    run = e2e.stack.trigger(window(DAY), run_id=f"unstated__{time.time_ns()}")
+    assert e2e.stack.wait_for_run(run, timeout=600) == "success"
+    outcomes = Counter(row[0] for row in e2e.audit(run).values())
+    refused = sum(e2e.emulator.stats()["rate_limited"].values())
+    in_flight = 4 * 4  # pool slots x requests in flight per batch
+    assert set(outcomes) == {"queued", "deferred"}, outcomes  # nothing failed
+    assert outcomes["queued"] + outcomes["deferred"] == CANDIDATES
+    assert 1 <= refused <= in_flight + 3, refused
+    accepted = e2e.emulator.stats()["accepted_by_lead"]
+    assert len(accepted) == outcomes["queued"] and set(accepted.values()) == {1}
+    summary = e2e.stack.xcom(run, "report")
+    assert summary["deferred"] == outcomes["deferred"] and summary["failures"] == 0
