@@ -321,6 +321,7 @@ class _State:
     last_limited: int = 0  # the latest rate-limit answer (debounced or not)
     hold_until: int = 0  # no increase before this time (the plateau just below ``failed_at``)
     day_spent_until: int = 0  # wall-clock ms: LeadSquared said the account's day is spent (an unstated quota)
+    account: str | None = None  # in a key's own state: the tag of the account the key belongs to, once learnt
 
     @classmethod
     def load(cls, raw: str | bytes | None) -> _State:
@@ -878,6 +879,20 @@ class RateBudget:
             "Rate budget of %s: the account's daily quota is spent; nothing is sent for %.0f s", self.where, seconds
         )
         return self._day_spent(None, None, until=until)
+
+    def noted_account(self) -> str | None:
+        """The account noted in this (key's) budget's state, by any process: see :meth:`note_account`."""
+        state, _ = self._store.read()
+        return state.account
+
+    def note_account(self, account: str) -> None:
+        """Note, in this key's budget store, the account the key belongs to: every later process then spends
+        the account's budget from its first call, instead of learning it again."""
+
+        def note(state: _State, _now: int) -> None:
+            state.account = account
+
+        self._store.modify(note, self.max_wait_seconds)
 
     def day_left(self) -> int | None:
         """Calls left in the account's day for these callers (None: no daily quota stated)."""

@@ -351,13 +351,20 @@ class LeadSquaredHook(HttpHook):
         Given by the run (the plan recorded it), else remembered by this process for the keys, else asked
         once (through :attr:`key_budget`). Every key of one account, in every connection, has the same tag.
         """
-        if self._account is None:
+        if self._known_account() is None:
             with self._account_lock:
-                if self._account is None:
-                    self._account = _ACCOUNTS.get(account_tag(self.access_key))
-                if self._account is None:
+                if self._known_account() is None:
                     self.get_user()  # learns it
         assert self._account is not None
+        return self._account
+
+    def _known_account(self) -> str | None:
+        """The account if known without a call: given, learnt by this process, or noted in the keys' budget."""
+        if self._account is None:
+            keys = account_tag(self.access_key)
+            self._account = _ACCOUNTS.get(keys) or self.key_budget.noted_account()
+            if self._account is not None:
+                _ACCOUNTS[keys] = self._account
         return self._account
 
     def _learn_account(self, user: dict[str, Any]) -> str:
@@ -682,12 +689,14 @@ class LeadSquaredHook(HttpHook):
         :raises RateBudgetError: the budget gave no unit.
         :raises LeadSquaredError: any other failure, after the retry budget.
         """
-        budget = self._budget or self.key_budget  # the account's, once known
+        known = self._known_account() is not None
+        budget = self.budget if known else self.key_budget  # the account's, once known
         answer, tally, described = self._read("GET", USER_ENDPOINT, None, is_user_body, "UserByAccessKey.Get", budget)
         if answer.kind is not AnswerClass.QUEUED or not isinstance(answer.payload, dict):
             raise LeadSquaredError(f"{described} (after {tally.attempts} attempt(s))")
-        if self._account is None:
+        if not known:
             self._account = self._learn_account(answer.payload)
+            self.key_budget.note_account(self._account)
             if self.budget is not budget:  # the account pays for the calls that learnt it (they counted there)
                 for _ in range(tally.attempts):
                     self.budget.acquire()
