@@ -8,7 +8,6 @@ The web layer (:mod:`lsq_emulator.app`) only turns the resulting :class:`Answer`
 
 from __future__ import annotations
 
-import collections
 import copy
 import hmac
 import json
@@ -120,7 +119,7 @@ class Emulator:
         self._fates = FateDice(self._config.seed)
         self._keys = {a.access_key: a for a in self._config.accounts}
         self._calls: list[dict[str, Any]] = []
-        self._day_calls: dict[str, collections.deque[float]] = {}  # per account: admitted calls of the day
+        self._day = SlidingWindowLimiter(1, 86_400.0)  # the daily quota, sized per call from the config
         self._seq = 0
         self.stopping = threading.Event()
         self.base_url: str | None = None
@@ -307,13 +306,8 @@ class Emulator:
         """The daily quota (rolling ``day_seconds``): admitted calls count; a refused call does not."""
         if config.daily_limit is None:
             return True
-        day = self._day_calls.setdefault(account, collections.deque())
-        while day and day[0] <= now - config.day_seconds:
-            day.popleft()
-        if len(day) >= config.daily_limit:
-            return False
-        day.append(now)
-        return True
+        self._day.reconfigure(config.daily_limit, config.day_seconds)
+        return self._day.admit(account, now)
 
     def finish(self, answer: Answer, duration: float) -> None:
         """Record how long the call took, arrival to response."""
