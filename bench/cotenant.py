@@ -37,16 +37,20 @@ from typing import Any
 
 from bench.measure import markdown_table, max_in_window, verdict
 from bench.planning import PROJECT
+from leadsquared_provider import LeadSquaredSettings
 
 RESULTS_MD = PROJECT / "bench" / "RESULTS.md"
 OUT = PROJECT / "bench" / "out"
 SECTION_TITLE = "## Shared accounts: our budget beside a co-tenant (`bench/cotenant.py`)"
 RESET_PATH = "/v2/LeadManagement.svc/Lead.Reset"
 RATE_LIMIT_EXCEPTION = "MXAPIRateLimitExceededException"
-LIMIT, WINDOW, LATENCY, MARGIN = 25, 5.0, (0.1, 0.3), 0.2  # MARGIN: the hook's default rate_margin_seconds
+LIMIT, WINDOW, LATENCY = 25, 5.0, (0.1, 0.3)
+MARGIN = LeadSquaredSettings().rate_margin_seconds  # the hook's default: the least, adaptive margin
 PROCESSES, THREADS = 4, 4
 WARMUP_SECONDS = 8.0  # the processes start, import and open the budget before the common start
-TARGET_SHARE, TARGET_REJECTED, TARGET_RECOVERY, TARGET_OWN = 0.72, 0.03, 30.0, 0.95
+# Issue 20: alone >= 0.98 of the limit with <= 0.5 % refused; beside a co-tenant >= 0.95 of what it leaves (0.76
+# at 5 of 25) with <= 2 % refused.
+TARGET_OF_LEFT, TARGET_REJECTED, TARGET_RECOVERY, TARGET_OWN, TARGET_OWN_REJECTED = 0.95, 0.02, 30.0, 0.98, 0.005
 RECOVERED_LEVEL = 0.9  # "recovered": our calls in one window reach this part of the limit
 ADMIN = ("u$demo-access", "demo-secret")  # the emulator's default admin account (tests/conftest.py ADMIN_*)
 SECOND = ("u$second-access", "second-secret")  # a second account, on its own emulator
@@ -451,8 +455,17 @@ def scenario_rows(result: ScenarioResult) -> list[list[str]]:
         for fig in result.accounts:
             name = f"account at {fig.limit} per {fig.window:g} s"
             share = fig.our_share
-            rows.append([f"{name}: our calls/s ÷ its limit", f"{share:.3f}", f"≥ {TARGET_OWN}", verdict(share >= 0.95)])
-            rows.append([f"{name}: rate-limit rejections", str(fig.our_rejected), "0", verdict(fig.our_rejected == 0)])
+            rows.append(
+                [f"{name}: our calls/s ÷ its limit", f"{share:.3f}", f"≥ {TARGET_OWN}", verdict(share >= TARGET_OWN)]
+            )
+            rows.append(
+                [
+                    f"{name}: share of our calls answered rate-limited",
+                    f"{_pct(fig.our_rejected_share)} ({fig.our_rejected} of {fig.our_admitted + fig.our_rejected})",
+                    f"≤ {TARGET_OWN_REJECTED:.1%}",
+                    verdict(fig.our_rejected_share <= TARGET_OWN_REJECTED),
+                ]
+            )
             rows.append(
                 [f"{name}: most calls admitted in any {fig.window:g} s", str(fig.max_in_window), f"≤ {fig.limit}", ""]
             )
@@ -460,7 +473,7 @@ def scenario_rows(result: ScenarioResult) -> list[list[str]]:
     fig = result.accounts[0]
     if s.cotenant_stops_at is None:
         left = 1 - s.cotenant_per_window / fig.limit
-        target = TARGET_SHARE if s.cotenant_per_window == 5 else round(0.9 * left, 3)
+        target = round(TARGET_OF_LEFT * left, 3)
         rows.append(
             [
                 "our calls/s ÷ the whole limit",
@@ -471,12 +484,13 @@ def scenario_rows(result: ScenarioResult) -> list[list[str]]:
         )
     else:
         before, after = fig.halves or (None, None)
+        share_target = TARGET_OF_LEFT * (1 - s.cotenant_per_window / fig.limit)
         rows.append(
             [
                 "our calls/s ÷ the limit, while the co-tenant runs",
                 "-" if before is None else f"{before:.3f}",
-                f"≥ {TARGET_SHARE}",
-                verdict(before is not None and before >= TARGET_SHARE),
+                f"≥ {share_target:.2f}",
+                verdict(before is not None and before >= share_target),
             ]
         )
         rows.append(
@@ -527,12 +541,15 @@ def render_section(results: Sequence[ScenarioResult]) -> str:
         "The emulator (real HTTP, in the bench process) limits the account to 25 calls per 5 s and answers after "
         "100–300 ms. Our side: 4 processes × 4 threads calling `POST Lead.Reset` through `RateBudget` (acquire "
         "before each call; on a rate-limit answer, penalize and send the same lead again), one SQLite budget file, "
-        "default margin 0.2 s. The co-tenant: one more process with the same keys, paced by the clock, not through "
+        f"default margin (the least, adaptive) {MARGIN:g} s. The co-tenant: one more process with the same keys, "
+        "paced by the clock, not through "
         "the budget, never retrying. Figures from the emulator's call log between the common start and the end; "
         "our calls and the co-tenant's told apart by lead id. Cuts and raises: the budget's own log lines.",
         "",
         "How to read them. Our share is our admitted calls per second over the whole limit's (5 a second), "
-        "and is bounded by the budget's margin: 25 per 5.2 s is 0.96 of the limit. A refused call of ours is "
+        f"and is bounded by the budget's margin: 25 per {WINDOW + MARGIN:g} s is {WINDOW / (WINDOW + MARGIN):.2f} "
+        "of the "
+        "limit; a refusal at the full rate doubles the margin. A refused call of ours is "
         "retried, so it costs time, not a lead. The co-tenant never retries and calls at exactly its own rate, "
         "so it loses a call whenever the account is full as it arrives: at the start (our budget begins at the "
         "whole limit and learns from its first refusals) and when we probe one call above the last rate that "

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from leadsquared_provider import LeadSquaredSettings
+
 PROJECT = Path(__file__).resolve().parents[1]
 RESULTS_MD = PROJECT / "bench" / "RESULTS.md"
 OUT = PROJECT / "bench" / "out"
@@ -32,8 +34,16 @@ EARLIER_DESIGN_TEXT = "the earlier version (per-run ledger in the warehouse, bef
 
 WINDOW = 5.0  # the account's rate window (seconds)
 LATENCY = (0.1, 0.3)  # the emulator's answer time (seconds)
-MARGIN = 0.2  # the hook's default rate_margin_seconds
+MARGIN = LeadSquaredSettings().rate_margin_seconds  # the hook's default: the least, adaptive margin
 PLANNING_ROWS = 1_000_000
 
-TARGET_RATIO, TARGET_SHARED_RATIO, TARGET_XCOM, TARGET_PARSE = 0.95, 0.90, 64 * 1024, 0.050
+TARGET_RATIO, TARGET_SHARED_RATIO, TARGET_XCOM, TARGET_PARSE = 0.98, 0.90, 64 * 1024, 0.050  # 0.98: issue 20
+TARGET_REFUSED = 0.005  # of the calls, rate-limited at most (issue 20: the adaptive margin's cost)
+
+
+def refused_ok(rejections: int, calls: int) -> bool:
+    """At most ``TARGET_REFUSED`` of the calls answered rate-limited."""
+    return rejections <= TARGET_REFUSED * max(calls, 1)
+
+
 TARGET_PLAN_SECONDS, TARGET_PLAN_RSS, MAX_MAP_INDEXES = 10.0, 300 * 2**20, 1024

@@ -323,11 +323,13 @@ def leadsquared_reset(account: Account) -> DAG:
             print(f"verification: {step.status}")
             return PokeReturnValue(is_done=step.done, xcom_value=step.status if step.done else None)
 
-        # Fires when the run fails (credentials, failures over the threshold, a guard): add Slack/e-mail here.
+        # Alerts when the run fails (credentials, failures over the threshold, a guard), and a notice when it
+        # deferred leads to the next run (the daily quota): add Slack/e-mail beside them.
         @task(
             trigger_rule="all_done",
             multiple_outputs=False,  # one XCom, the summary (a dict return would be split into one XCom per key)
             on_failure_callback=[RunReportNotifier(state_conn_id=STATE_CONN_ID)],
+            on_success_callback=[RunReportNotifier(state_conn_id=STATE_CONN_ID, notice_on_deferred=True)],
         )
         def report() -> dict:
             """Read the run's outcomes back from the state store; fail on keys, failures or rejections."""

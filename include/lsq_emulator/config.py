@@ -90,7 +90,8 @@ class EmulatorConfig:
     performs the call and sends its whole answer one byte every ``trickle_byte_seconds``; an accepted reset
     is performed ``reset_processing_delay_seconds`` later (``reset_apply_delay`` is its older name);
     keys of an account outside ``region`` get 401. ``daily_limit`` calls per account in any ``day_seconds``
-    (admitted calls count), refused like the 5-s limit with ``...limit of N in <day_seconds> second(s)``.
+    (admitted calls count), refused like the 5-s limit with ``...limit of N in <day_seconds> second(s)``, or
+    (``daily_message_names_window`` False) with :data:`~lsq_emulator.errors.DAILY_QUOTA_MESSAGE`, naming none.
 
     Hostile answers (never performing the reset; kinds in :data:`lsq_emulator.hostile.HOSTILE_KINDS`):
     ``hostile_rates`` maps a kind to the fraction of Lead.Reset calls answered so (its own seeded
@@ -127,6 +128,7 @@ class EmulatorConfig:
     unperformed_leads: tuple[str, ...] = ()
     daily_limit: int | None = None  # calls per account per rolling ``day_seconds``; None: no daily quota
     day_seconds: float = 86_400.0  # the day's length (tests shorten it)
+    daily_message_names_window: bool = True  # False: the daily refusal names no window (its text is undocumented)
 
     def __post_init__(self) -> None:
         accounts = [a if isinstance(a, Account) else Account.from_dict(a) for a in self.accounts]

@@ -279,7 +279,11 @@ class Emulator:
             if not self._admit_today(account.name, now, config):
                 record["rate_limit_style"] = config.rate_limit_style
                 record["daily_quota"] = True
-                message = errors.rate_limit_message(config.daily_limit or 0, config.day_seconds)
+                message = (
+                    errors.rate_limit_message(config.daily_limit or 0, config.day_seconds)
+                    if config.daily_message_names_window
+                    else errors.DAILY_QUOTA_MESSAGE
+                )
                 return self._error(
                     record, int(config.rate_limit_style), "rate_limited", errors.RATE_LIMITED, message, draw.latency
                 )

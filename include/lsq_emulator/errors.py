@@ -47,6 +47,9 @@ def queued_body() -> dict[str, Any]:
     return {"Status": "Success", "Message": {"Message": QUEUED_MESSAGE}}
 
 
+DAILY_QUOTA_MESSAGE = "API calls quota exceeded for the day. Please try again later"
+
+
 def rate_limit_message(limit: int, window_seconds: float) -> str:
     """``API calls exceeded the limit of 25 in 5 second(s)`` with the configured numbers."""
     window = int(window_seconds) if float(window_seconds).is_integer() else window_seconds

@@ -78,9 +78,10 @@ class LeadSquaredSettings:
         maximum=1,
     )
     rate_margin_seconds: float = _setting(
-        0.2,
+        0.05,
         "Rate window margin (seconds)",
-        "Added to the window to absorb network and clock jitter; 0 or more.",
+        "Added to the window to absorb network jitter; 0 or more. The least margin: a rate-limit answer at the "
+        "full rate doubles it, up to 0.5 s (or this, if larger); 5 quiet minutes bring it back.",
         kind=float,
         minimum=0,
         exclusive_minimum=False,

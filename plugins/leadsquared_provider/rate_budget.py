@@ -35,11 +35,25 @@ our side and adapts to what the other integrations leave us:
     ``HOLD_WINDOWS`` windows; from there +1, +4, +16...: slow where the cut happened, fast once that rate
     holds (the co-tenant has gone). Measured in ``bench/cotenant.py`` (bench/RESULTS.md, "Shared accounts").
 
+  - *the margin*: the window we enforce is ``window + margin``. The margin starts at the stated one (the
+    connection's ``rate_margin_seconds``, 0.05 s: 0.99 of the limit at 5 s) and widens only after rate-limit
+    answers. A refusal at the ceiling has a cheap explanation first, our calls reaching LeadSquared closer
+    together than we sent them (jitter): the margin doubles (at least ``MARGIN_STEP_MS``, at most
+    ``MARGIN_WIDEST_MS``) and the rate goes back to the last clean rate (or one call down), for
+    ``HOLD_WINDOWS`` windows. A second refusal then
+    finds the rate below the ceiling and cuts it as above: someone else uses the account, and the margin goes
+    back to what it was. A clean window keeps the wider margin; five quiet minutes bring the stated margin
+    back, as they bring back the ceiling.
+  - *the floor*: a refusal of a call sent at one call per window, after the cuts that led there, cannot be the
+    5-s limit: :meth:`RateBudget.penalize` says :attr:`Reaction.AT_FLOOR`, and the hook stops the account for
+    the day (:meth:`RateBudget.day_is_spent`), as when an answer names a window of an hour or more.
+
   Every change is logged (WARNING for a cut, INFO otherwise) with the old and the new rate.
 - **The strictest caller wins.** Each caller registers ``floor(limit * share)``, its window and margin in the
   store (and refreshes it every minute while in use; a registration unused for 5 minutes lapses). The
   ceiling is the smallest registered limit, over the shortest window (a longer window's limit is divided by
-  the number of short windows it spans, rounded up, which can only be stricter); the margin is the largest.
+  the number of short windows it spans, rounded up, which can only be stricter); the stated margin is the
+  largest.
 - **Backends.** ``sqlite:///path`` (the default: a file per account in the system temp folder, mode 0600,
   shared by every process of one machine: LocalExecutor) or ``redis://host:port/db`` (every machine:
   CeleryExecutor). pyrate-limiter was chosen because it is maintained, has this algorithm over SQLite
@@ -68,6 +82,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import hashlib
 import json
 import logging
@@ -98,6 +113,8 @@ PACING_BURST = 2  # calls spread over the window: at most this many at once (see
 PACING_SLACK = 0.1
 STEP_GROWTH = 4  # above the rate of the latest cut, increases go +1, +4, +16...
 HOLD_WINDOWS = 3  # clean windows spent just below the rate of the latest cut before probing it again
+MARGIN_STEP_MS = 20  # a refusal at the ceiling doubles the margin, to at least this
+MARGIN_WIDEST_MS = 500  # ...and at most this (or the stated margin, if larger)
 FORGET_SECONDS = 300.0  # with no change and no rate-limit answer for this long, start again at the ceiling
 CALLER_TTL_SECONDS = 300.0  # a caller's stated limit counts while it was used this recently
 CALLER_REFRESH_SECONDS = 60.0  # how often a caller in use refreshes its registration
@@ -322,6 +339,8 @@ class _State:
     hold_until: int = 0  # no increase before this time (the plateau just below ``failed_at``)
     day_spent_until: int = 0  # wall-clock ms: LeadSquared said the account's day is spent (an unstated quota)
     account: str | None = None  # in a key's own state: the tag of the account the key belongs to, once learnt
+    margin: int | None = None  # ms added to the window: the stated margin, doubled by refusals at the ceiling
+    margin_before: int | None = None  # the margin before the latest widening, until a clean window confirms it
 
     @classmethod
     def load(cls, raw: str | bytes | None) -> _State:
@@ -346,16 +365,34 @@ class _Rule:
     interval_ms: int  # window + margin
 
 
-def _rule_of(callers: list[_Caller]) -> _Rule:
+@dataclasses.dataclass(frozen=True)
+class _Limits:
+    """What every live caller states, read strictly: the smallest limit over the shortest window; the largest
+    margin, which is the least the adaptive margin may be (where it starts, and to which it returns)."""
+
+    ceiling: int
+    window_ms: int
+    margin_ms: int
+
+    @property
+    def widest_ms(self) -> int:
+        return max(self.margin_ms, MARGIN_WIDEST_MS)
+
+    def rule(self, margin_ms: int | None) -> _Rule:
+        return _Rule(self.ceiling, self.window_ms + (self.margin_ms if margin_ms is None else margin_ms))
+
+
+def _limits_of(callers: list[_Caller]) -> _Limits:
     """The strictest reading of every live caller's limit, over the shortest window and the largest margin."""
     window = min(c.window_ms for c in callers)
     margin = max(c.margin_ms for c in callers)
     ceiling = min(max(1, c.ceiling // math.ceil(c.window_ms / window)) for c in callers)
-    return _Rule(ceiling, window + margin)
+    return _Limits(ceiling, window, margin)
 
 
-def _prepare(state: _State, me: _Caller, now: int) -> tuple[bool, _Rule]:
-    """Clamp future times, (re)register ``me``, bound the rate by the ceiling. Return (changed, rule)."""
+def _prepare(state: _State, me: _Caller, now: int) -> tuple[bool, _Limits]:
+    """Clamp future times, (re)register ``me``, bound the rate by the ceiling and the margin by the stated ones.
+    Return (changed, limits); the rule in force is ``limits.rule(state.margin)``."""
     changed = False
     for name in ("last_change", "last_decrease", "last_limited"):
         if getattr(state, name) > now:
@@ -366,16 +403,21 @@ def _prepare(state: _State, me: _Caller, now: int) -> tuple[bool, _Rule]:
         state.callers[me.key] = now
         state.callers = {k: t for k, t in state.callers.items() if now - min(t, now) < CALLER_TTL_SECONDS * 1000}
         changed = True
-    rule = _rule_of([_Caller.from_key(k) for k in state.callers])
-    if state.hold_until > now + HOLD_WINDOWS * rule.interval_ms:
-        state.hold_until = now + HOLD_WINDOWS * rule.interval_ms
-        changed = True
+    limits = _limits_of([_Caller.from_key(k) for k in state.callers])
     stale = now - max(state.last_change, state.last_limited) > FORGET_SECONDS * 1000
-    if state.effective is None or state.effective > rule.ceiling or (stale and state.effective < rule.ceiling):
-        state.effective, state.step, state.failed_at, state.good, state.hold_until = rule.ceiling, 1, None, None, 0
+    margin = state.margin
+    if margin is None or not limits.margin_ms <= margin <= limits.widest_ms or (stale and margin > limits.margin_ms):
+        state.margin, state.margin_before = limits.margin_ms, None
+        changed = True
+    interval = limits.rule(state.margin).interval_ms
+    if state.hold_until > now + HOLD_WINDOWS * interval:
+        state.hold_until = now + HOLD_WINDOWS * interval
+        changed = True
+    if state.effective is None or state.effective > limits.ceiling or (stale and state.effective < limits.ceiling):
+        state.effective, state.step, state.failed_at, state.good, state.hold_until = limits.ceiling, 1, None, None, 0
         state.last_change = now
         changed = True
-    return changed, rule
+    return changed, limits
 
 
 def _settle(state: _State, me: _Caller, now: int, where: str | None) -> tuple[bool, _Rule]:
@@ -384,7 +426,8 @@ def _settle(state: _State, me: _Caller, now: int, where: str | None) -> tuple[bo
     Logs each change under ``where`` (the store and account); ``None`` for a dry run on a snapshot.
     """
     old = state.effective
-    changed, rule = _prepare(state, me, now)
+    changed, limits = _prepare(state, me, now)
+    rule = limits.rule(state.margin)
     if old != state.effective and where is not None:
         how = "starts at" if old is None else f"{old} →"
         log.info(
@@ -425,6 +468,7 @@ def _climb(state: _State, rule: _Rule, now: int) -> None:
     """One clean window's increase: BIC-TCP's binary increase below the latest cut, then +1, +2, +4..."""
     assert state.effective is not None
     state.good = state.effective  # it has just held for a clean window
+    state.margin_before = None  # ...and so has the margin: it stays
     plateau = None if state.failed_at is None else state.failed_at - 1
     if plateau is not None and state.effective < plateau:
         # Halfway to the rate just below the latest cut, at least one call: fast, as nothing failed there.
@@ -438,35 +482,66 @@ def _climb(state: _State, rule: _Rule, now: int) -> None:
     state.effective = min(state.effective, rule.ceiling)
 
 
-def _penalize(state: _State, me: _Caller, now: int, sent: int, where: str) -> bool:
-    """After a rate-limit answer to a call sent at ``sent``: cut the rate, unless debounced. True if cut."""
-    _, rule = _prepare(state, me, now)
+class Reaction(enum.IntEnum):
+    """What a rate-limit answer did to the account's budget (falsy: nothing)."""
+
+    DEBOUNCED = 0  # the call was sent before the latest change, which answered it already
+    WIDENED = 1  # at the ceiling: the margin widened and the rate went one call down
+    CUT = 2  # below the ceiling: the rate was cut (or stepped back to the rate that held)
+    AT_FLOOR = 3  # refused again at one call per window: the 5-s limit cannot explain it (the day's quota)
+
+
+def _penalize(state: _State, me: _Caller, now: int, sent: int, where: str) -> Reaction:
+    """After a rate-limit answer to a call sent at ``sent``: widen the margin or cut the rate, unless debounced.
+
+    At the ceiling the cheapest explanation comes first: our calls reached LeadSquared closer together than we
+    sent them (jitter), so the margin doubles (up to ``MARGIN_WIDEST_MS``) and the rate goes back to the last
+    clean rate, or one call down. A second refusal finds the rate below the ceiling: someone else uses the
+    account; the rate is cut and the margin goes back.
+    """
+    _, limits = _prepare(state, me, now)
     state.last_limited = now
     if sent <= state.last_decrease:  # sent under the rate before the latest cut: that cut answered it already
-        return False
-    old = state.effective
-    assert old is not None
+        return Reaction.DEBOUNCED
+    old, old_margin = state.effective, state.margin
+    assert old is not None and old_margin is not None
+    interval = limits.rule(old_margin).interval_ms
     state.failed_at = old
-    if state.good is not None and old > state.good and sent >= state.last_change:
+    reaction, widened = Reaction.CUT, ""
+    if old >= limits.ceiling and old_margin < limits.widest_ms:
+        state.margin_before = old_margin
+        state.margin = min(limits.widest_ms, max(2 * old_margin, MARGIN_STEP_MS))
+        reaction, widened = Reaction.WIDENED, f"at the ceiling: margin {old_margin} → {state.margin} ms, "
+    if old == 1 and limits.ceiling > 1:
+        reaction, why = Reaction.AT_FLOOR, "refused at the floor: the account's quota, not its rate"
+    elif state.good is not None and old > state.good and sent >= state.last_change:
         # The call was sent after an increase from a rate that held for a clean window: back to that rate.
         state.effective = state.good
-        state.hold_until = now + HOLD_WINDOWS * rule.interval_ms
-        why = f"back to the last clean rate, next probe in {HOLD_WINDOWS} windows"
+        state.hold_until = now + HOLD_WINDOWS * interval
+        why = f"{widened}back to the last clean rate, next probe in {HOLD_WINDOWS} windows"
+    elif reaction is Reaction.WIDENED:
+        state.effective = max(1, old - 1)
+        state.hold_until = now + HOLD_WINDOWS * interval
+        why = f"{widened}one call less"
     else:
         state.effective = max(1, math.floor(old * DECREASE_FACTOR))
         state.hold_until = 0
         why = f"x{DECREASE_FACTOR}"
+    if reaction is not Reaction.WIDENED and state.margin_before is not None:
+        # Refused again before a clean window: not our timing but someone else's calls; the margin goes back.
+        state.margin, state.margin_before = state.margin_before, None
+        why += f", margin back to {state.margin} ms"
     state.good, state.step = None, 1
     state.last_decrease = state.last_change = now
     log.warning(
-        "Rate budget of %s: %d → %d calls per %.1f s (rate-limit answer: %s)",
+        "Rate budget of %s: %d → %d calls per %.2f s (rate-limit answer: %s)",
         where,
         old,
         state.effective,
-        rule.interval_ms / 1000,
+        limits.rule(state.margin).interval_ms / 1000,
         why,
     )
-    return True
+    return reaction
 
 
 def _rates(rule: _Rule) -> list[Rate]:
@@ -755,7 +830,7 @@ class RateBudget:
         window_seconds: float,
         tag: str,
         backend_url: str | None = None,
-        margin_seconds: float = 0.2,
+        margin_seconds: float = 0.05,
         share: float = 1.0,
         max_wait_seconds: float = 600.0,
         daily: DailyQuota | None = None,
@@ -908,20 +983,29 @@ class RateBudget:
         _, oldest = self._store.day(self.daily, take=False)
         return self.daily.restarts_ms(time.time_ns() // 1_000_000, oldest) / 1000
 
-    def penalize(self) -> None:
-        """A rate-limit answer came back for this thread's last call: lower the account's rate (debounced)."""
+    def penalize(self) -> Reaction:
+        """A rate-limit answer came back for this thread's last call: widen the margin or lower the account's
+        rate (debounced). :attr:`Reaction.AT_FLOOR` says the 5-s limit cannot explain it: the day is spent."""
         sent = getattr(self._local, "sent", None)
-        self._store.modify(
+        _, _, reaction = self._store.modify(
             lambda state, now: _penalize(state, self._caller, now, now if sent is None else sent, self.where),
             self.max_wait_seconds,
         )
+        return reaction
 
     def effective_limit(self) -> float:
-        """The calls per window (``window + margin`` of the strictest caller) this account's callers may use now."""
+        """The calls per window (``window + margin``) this account's callers may use now."""
         state, now = self._store.read()
         _prepare(state, self._caller, now)
         assert state.effective is not None
         return float(state.effective)
+
+    def margin_seconds_now(self) -> float:
+        """The margin the account's callers add to the window now (the stated one, widened by refusals)."""
+        state, now = self._store.read()
+        _prepare(state, self._caller, now)
+        assert state.margin is not None
+        return state.margin / 1000
 
     def _out_of_time(self) -> RateBudgetError:
         return RateBudgetError(

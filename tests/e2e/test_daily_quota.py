@@ -8,6 +8,7 @@ window, and the run stops there, deferring the rest.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections import Counter
@@ -52,6 +53,11 @@ def unstated_e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     yield from _start(tmp_path_factory, 3600.0)  # the connection states no daily quota
 
 
+def alerts(e2e: E2E) -> list[dict]:
+    path = e2e.stack.config.home / "logs" / "leadsquared_alerts.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def window(day: str) -> dict[str, str]:
     return {"from_date": f"{day}T00:00:00+00:00", "to_date": f"{day}T23:59:59+00:00", "verify_sample": 5}
 
@@ -70,6 +76,10 @@ def test_a_stated_quota_defers_what_does_not_fit_and_the_next_day_sends_it_once(
     assert summary["day_restarts"].endswith(" UTC")  # when the deferred leads can go
     assert sum(e2e.emulator.stats()["rate_limited"].values()) == 0  # the account never refused a call
     assert len(e2e.emulator.calls()) <= QUOTA
+    # A notice, not a failure: the run succeeded, and says what it left for the next one.
+    [notice] = [a for a in alerts(e2e) if a["run_id"] == first]
+    assert notice["level"] == "notice" and notice["summary"]["deferred"] == outcomes["deferred"]
+    assert notice["reason"].startswith(f"{outcomes['deferred']} lead(s) deferred to the next run")
 
     # The day rolls on (past run 1's last call); the next run, of an empty window, carries the deferred leads
     # over for their own window: 1 + 106 + 5 calls fit in the new day.
@@ -82,6 +92,7 @@ def test_a_stated_quota_defers_what_does_not_fit_and_the_next_day_sends_it_once(
     assert len(accepted) == CANDIDATES and set(accepted.values()) == {1}  # every lead reset exactly once
     assert {row[4] for row in e2e.audit(second).values()} == {f"{DAY} 00:00:00"}  # their original window
     assert sum(e2e.emulator.stats()["rate_limited"].values()) == 0
+    assert not [a for a in alerts(e2e) if a["run_id"] == second]  # nothing deferred, nothing to say
 
 
 def test_an_unstated_quota_stops_the_run_at_the_first_refusal_and_defers_the_rest(unstated_e2e):

@@ -157,3 +157,37 @@ def test_an_unstated_quota_is_learnt_from_the_answer_and_stops_every_caller_of_t
         assert other.counts == {Outcome.DEFERRED: 3}
         # The second connection learnt its account (1 call, refused too: the day is spent) and sent no reset.
         assert len([c for c in emu.calls() if c["path"].endswith("Lead.Reset")]) == 6
+
+
+def test_refusals_that_go_on_at_one_call_per_window_are_the_days_quota(lsq_connection, state_conn):
+    # LeadSquared's day allows 6 calls and its refusal names no window. The connection states neither the day nor
+    # a window long enough to explain it: each refusal lowers the rate (10 → 9, margin widened; then a fifth off
+    # down to 1 call per window); one more refusal at that floor cannot be the 5-s limit. The batch stops there,
+    # defers the rest, fails nothing, and every caller of the account stops with it.
+    from lsq_emulator.config import Account
+
+    org = str(uuid.uuid4())
+    config = EmulatorConfig(
+        accounts=[Account("floor", "u$floor", "floor-secret", org_id=org)],
+        rate_limit=1000,  # never the 5-s limit: every refusal is the day's
+        rate_window_seconds=1.0,
+        daily_limit=6,
+        day_seconds=3600.0,
+        daily_message_names_window=False,
+    )
+    with run_emulator(config, leads=[lsq_lead(lead) for lead in LEADS]) as emu:
+        lsq = lsq_connection(
+            emu.base_url, login="u$floor", password="floor-secret", rate_limit=10, rate_window_seconds=1
+        )
+        with StateStore(state_conn) as store:
+            store.save_scope("s1", SCOPE)
+            report = sender(store, lsq, "dag/floor", max_in_flight=1).send([(lead, "s1") for lead in LEADS[:12]])
+            again = sender(store, lsq, "dag/floor-2", max_in_flight=1).send([(lead, "s1") for lead in LEADS[12:14]])
+        refused = [c for c in emu.calls() if c["outcome"] == "rate_limited"]
+    assert report.counts == {Outcome.QUEUED: 5, Outcome.DEFERRED: 7}, report.counts  # 1 call learnt the account
+    assert report.quota_spent is not None and report.stopped_by is None
+    # 10 → 9 (at the ceiling: the margin), 9 → 7 → 5 → 4 → 3 → 2 → 1, and one refusal at 1: 8 in all (a few
+    # more if a loaded machine lets a clean window pass between two refusals: the rate then rises a step).
+    assert 8 <= len(refused) <= 11, len(refused)
+    assert again.counts == {Outcome.DEFERRED: 2}
+    assert len([c for c in emu.calls() if c["path"].endswith("Lead.Reset")]) == 5 + len(refused)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 import multiprocessing
 import os
 import re
@@ -24,11 +25,13 @@ import pytest
 from leadsquared_provider import rate_budget
 from leadsquared_provider.exceptions import InvalidConnection, RateBudgetError
 from leadsquared_provider.rate_budget import (
+    MARGIN_WIDEST_MS,
     RateBudget,
+    Reaction,
     _Caller,
+    _limits_of,
     _penalize,
     _Rule,
-    _rule_of,
     _settle,
     _State,
     account_tag,
@@ -171,36 +174,81 @@ def test_two_admins_keys_of_one_account_share_its_budget(lsq_connection):
 ME = _Caller(ceiling=20, window_ms=1000, margin_ms=0)
 
 
+def cut(me: _Caller, at: int) -> _State:
+    """The state right after a rate-limit answer at time ``at`` cut ``me``'s ceiling by a fifth (the margin as
+    stated, as once it has widened as far as it goes)."""
+    return _State(
+        callers={me.key: 0},
+        effective=math.floor(me.ceiling * 0.8),
+        failed_at=me.ceiling,
+        margin=me.margin_ms,
+        last_change=at,
+        last_decrease=at,
+        last_limited=at,
+    )
+
+
 def settled(state: _State, now: int) -> int:
     _settle(state, ME, now, "test")
     assert state.effective is not None
     return state.effective
 
 
-def test_a_rate_limit_answer_cuts_the_rate_by_a_fifth_and_the_burst_cuts_it_once(caplog):
+def test_a_refusal_at_the_ceiling_widens_the_margin_then_a_second_cuts_the_rate_and_a_burst_counts_once(caplog):
     state = _State()
-    assert settled(state, 1_000) == 20  # starts at the ceiling
+    assert settled(state, 1_000) == 20  # starts at the ceiling, with the stated margin (0 here)
     caplog.set_level(logging.INFO, logger=rate_budget.__name__)
 
-    assert _penalize(state, ME, now=1_500, sent=1_400, where="test")
-    # Answers to the calls of the same burst, sent before the cut, whichever process gets them: no more cuts.
+    # At the ceiling, the cheapest explanation first: our calls arrived closer together than we sent them.
+    assert _penalize(state, ME, now=1_500, sent=1_400, where="test") is Reaction.WIDENED
+    # Answers to the calls of the same burst, sent before the change, whichever process gets them: nothing more.
     assert not any(_penalize(state, ME, now=1_600 + n, sent=1_450 + n, where="test") for n in range(10))
-    assert state.effective == 16
-    # A call sent after the cut, refused: the rate is still too high.
-    assert _penalize(state, ME, now=1_900, sent=1_700, where="test")
-    assert state.effective == 12  # floor(16 * 0.8)
+    assert (state.effective, state.margin) == (19, 20)
+    # A call sent after it, refused below the ceiling before a clean window: someone else uses the account; a
+    # fifth off, and the margin back to what it was (it was not our timing).
+    assert _penalize(state, ME, now=1_900, sent=1_700, where="test") is Reaction.CUT
+    assert (state.effective, state.margin) == (15, 0)  # floor(19 * 0.8)
+    assert _penalize(state, ME, now=2_100, sent=2_000, where="test") is Reaction.CUT
+    assert state.effective == 12
 
     cuts = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert [m.split(": ", 1)[1] for m in cuts] == [
-        "20 → 16 calls per 1.0 s (rate-limit answer: x0.8)",
-        "16 → 12 calls per 1.0 s (rate-limit answer: x0.8)",
+        "20 → 19 calls per 1.02 s (rate-limit answer: at the ceiling: margin 0 → 20 ms, one call less)",
+        "19 → 15 calls per 1.00 s (rate-limit answer: x0.8, margin back to 0 ms)",
+        "15 → 12 calls per 1.00 s (rate-limit answer: x0.8)",
     ]
 
 
-def test_clean_windows_raise_the_rate_fast_below_the_last_cut_then_probe_it_slowly(caplog):
+def test_refusals_at_the_ceiling_double_the_margin_up_to_the_widest_and_quiet_minutes_bring_it_back():
     state = _State()
     settled(state, 0)
-    _penalize(state, ME, now=100, sent=50, where="test")  # 20 → 16; the cut happened at 20
+    margins, now = [], 0
+    for _ in range(6):
+        # Each time: refused at the ceiling, then back to it after the plateau (3 clean windows and one more).
+        now += 100
+        assert _penalize(state, ME, now=now, sent=now - 50, where="test") is Reaction.WIDENED
+        margins.append(state.margin)
+        while settled(state, now) < 20:
+            now += 100
+    assert margins == [20, 40, 80, 160, 320, MARGIN_WIDEST_MS]
+    # At the widest margin a refusal at the ceiling is no longer timing: the rate is cut.
+    now += 100
+    assert _penalize(state, ME, now=now, sent=now - 50, where="test") is Reaction.CUT
+    # After 5 quiet minutes what was learnt is stale: the stated margin again.
+    settled(state, now + 300_001)
+    assert state.margin == 0
+
+
+def test_a_refusal_at_one_call_per_window_is_the_days_quota():
+    state = _State(callers={ME.key: 0}, effective=1, margin=20, last_change=0)
+    assert _penalize(state, ME, now=1_000, sent=900, where="test") is Reaction.AT_FLOOR
+    assert state.effective == 1
+    # Its burst, sent before, changes nothing more.
+    assert _penalize(state, ME, now=1_100, sent=950, where="test") is Reaction.DEBOUNCED
+
+
+def test_clean_windows_raise_the_rate_fast_below_the_last_cut_then_probe_it_slowly(caplog):
+    state = cut(ME, at=100)  # 20 → 16; the cut happened at 20
     caplog.set_level(logging.INFO, logger=rate_budget.__name__)
     rates = {now: settled(state, now) for now in range(100, 9_000, 50)}
 
@@ -224,9 +272,7 @@ def test_clean_windows_raise_the_rate_fast_below_the_last_cut_then_probe_it_slow
 
 def test_a_refused_probe_goes_back_to_the_rate_that_held_and_waits_before_the_next():
     me = _Caller(ceiling=40, window_ms=1000, margin_ms=0)
-    state = _State()
-    _settle(state, me, 0, None)
-    _penalize(state, me, now=100, sent=50, where="test")  # 40 → 32, failed at 40
+    state = cut(me, at=100)  # 40 → 32, failed at 40
     for now in range(100, 6_100, 100):
         _settle(state, me, now, None)
     assert (state.effective, state.last_change) == (39, 3_100)  # 32 → 36 → 38 → 39 (one under 40)...
@@ -255,9 +301,7 @@ def settled_with(state: _State, me: _Caller, now: int) -> int:
 
 
 def test_a_refusal_keeps_the_rate_from_rising_for_a_window():
-    state = _State()
-    settled(state, 0)
-    _penalize(state, ME, now=100, sent=50, where="test")  # 16
+    state = cut(ME, at=100)  # 16
     _penalize(state, ME, now=900, sent=90, where="test")  # debounced, but not a clean window
     assert settled(state, 1_200) == 16
     assert settled(state, 1_900) == 18
@@ -273,7 +317,7 @@ def test_a_refusal_keeps_the_rate_from_rising_for_a_window():
     ],
 )
 def test_the_strictest_stated_limit_wins(callers, rule):
-    assert _rule_of([_Caller(*c) for c in callers]) == _Rule(*rule)
+    assert _limits_of([_Caller(*c) for c in callers]).rule(None) == _Rule(*rule)
 
 
 def test_a_stricter_caller_lowers_the_rate_and_its_registration_lapses_when_unused():
@@ -312,19 +356,20 @@ def test_every_holder_follows_the_shared_rate(backend_url, tag, caplog):
     for holder in (first, second):
         holder.acquire()
         sent.append(time.monotonic())
-    first.penalize()
-    second.penalize()  # the same burst: no second cut
-    assert first.effective_limit() == second.effective_limit() == 8.0
+    assert first.penalize() is Reaction.WIDENED  # at the ceiling: the margin widens, one call less
+    assert second.penalize() is Reaction.DEBOUNCED  # the same burst: nothing more
+    assert first.effective_limit() == second.effective_limit() == 9.0
+    assert first.margin_seconds_now() == second.margin_seconds_now() == 0.02
     time.sleep(0.01)
     second.acquire()
     sent.append(time.monotonic())
-    second.penalize()  # sent after the cut: cut again
-    assert first.effective_limit() == 6.0
+    assert second.penalize() is Reaction.CUT  # sent after the change, below the ceiling: a cut
+    assert first.effective_limit() == 7.0
     cuts = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(cuts) == 2 and "10 → 8" in cuts[0] and "8 → 6" in cuts[1]
+    assert len(cuts) == 2 and "10 → 9" in cuts[0] and "9 → 7" in cuts[1]
     assert f"(account {tag})" in cuts[0]
 
-    # Within the window after the cut (no increase can come before it ends), both holders keep to 6 a second,
+    # Within the window after the cut (no increase can come before it ends), both holders keep to 7 a second,
     # the three calls above included.
     deadline = time.monotonic() + 0.9
 
@@ -339,7 +384,7 @@ def test_every_holder_follows_the_shared_rate(backend_url, tag, caplog):
     for thread in threads:
         thread.join()
     times = sorted(t for t in sent if t < deadline)  # a call taken later may be under the next rate
-    assert busiest(times, 0.95) <= 6  # 0.05 s for the time between taking a unit and noting it
+    assert busiest(times, 0.95) <= 7  # 0.05 s for the time between taking a unit and noting it
     assert len(times) >= 6
 
 

@@ -35,3 +35,11 @@ def test_alert_of_a_run_never_planned_says_nothing_was_sent(tmp_path, state_conn
     [alert] = [json.loads(line) for line in alerts.read_text().splitlines()]
     assert alert["summary"] is None
     assert alert["summary_missing"] == "the plan never ran to the end: nothing was staged or sent"
+
+
+def test_the_notice_on_deferred_leads_says_nothing_of_a_run_that_deferred_none(tmp_path, state_conn):
+    alerts = tmp_path / "alerts.jsonl"
+    RunReportNotifier(path=str(alerts), state_conn_id=state_conn, notice_on_deferred=True).notify(
+        _context("manual__nothing_deferred")
+    )
+    assert not alerts.exists()  # a notice only when leads were deferred (tests/e2e/test_daily_quota.py)

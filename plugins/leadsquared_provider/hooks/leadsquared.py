@@ -49,7 +49,7 @@ from leadsquared_provider.outcomes import (
     is_user_body,
     redacted,
 )
-from leadsquared_provider.rate_budget import DailyQuota, RateBudget, account_tag
+from leadsquared_provider.rate_budget import DailyQuota, RateBudget, Reaction, account_tag
 from leadsquared_provider.reset_request import normalize_lead_id
 
 if TYPE_CHECKING:
@@ -319,15 +319,21 @@ class LeadSquaredHook(HttpHook):
             "extra 'allow_insecure_http' to true (127.0.0.1, localhost and ::1 are always allowed)"
         )
 
+    def _day(self, cap: int) -> DailyQuota:
+        """The account's day as the connection states it: rolling ``daily_window_seconds``, or from ``daily_reset``."""
+        return DailyQuota(cap=cap, window_seconds=self.settings.daily_window_seconds, reset=self.settings.daily_reset)
+
+    def _day_left_seconds(self) -> float:
+        """Until the account's day restarts, not knowing when its calls began: a whole rolling day, or until the
+        stated restart."""
+        now = time.time_ns() // 1_000_000
+        return (self._day(0).restarts_ms(now, None) - now) / 1000
+
     def _budget_for(self, tag: str, *, daily: bool = True) -> RateBudget:
         settings = self.settings
         quota = None
         if daily and settings.daily_limit is not None:
-            quota = DailyQuota(
-                cap=math.floor(settings.daily_limit * settings.daily_share + 1e-9),
-                window_seconds=settings.daily_window_seconds,
-                reset=settings.daily_reset,
-            )
+            quota = self._day(math.floor(settings.daily_limit * settings.daily_share + 1e-9))
         return RateBudget(
             daily=quota,
             limit=settings.rate_limit,
@@ -542,7 +548,8 @@ class LeadSquaredHook(HttpHook):
                 day = quota_window_seconds(answer.message)
                 if day is not None:  # the day's quota, not the 5-s limit: waiting a window changes nothing
                     raise spend.day_is_spent(day)
-                spend.penalize()
+                if spend.penalize() is Reaction.AT_FLOOR:  # refused at one call per window: the day is spent
+                    raise spend.day_is_spent(self._day_left_seconds())
                 raise _Retry(answer)
             if answer.kind is AnswerClass.TRANSIENT:
                 tally.transient += 1
