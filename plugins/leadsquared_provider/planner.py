@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from leadsquared_provider.exceptions import CandidateQueryError, InvalidConnection, LeadSquaredAuthError, PlanError
+from leadsquared_provider.exceptions import (
+    CandidateQueryError,
+    DailyQuotaSpent,
+    InvalidConnection,
+    LeadSquaredAuthError,
+    PlanError,
+)
 from leadsquared_provider.outcomes import Outcome, ResetResult
 from leadsquared_provider.planning import (
     CleanedCandidates,
@@ -63,28 +69,33 @@ def check_credentials(hook: LeadSquaredHook) -> str:
     return f"keys of {hook.user_name(user)} ({user.get('Role')}) accepted by {hook.base_url}"
 
 
-def fits_today(hook: LeadSquaredHook, leads: int, params: RunParams) -> int:
+def fits_today(hook: LeadSquaredHook, leads: int, params: RunParams, spent: DailyQuotaSpent | None = None) -> int:
     """How many of ``leads`` this run sends today: all of them without a daily quota, else what the account's
-    share of today's quota holds after the verification's reads. The rest is deferred to the next run, or
-    the run is refused (``refuse_over_daily_quota``).
+    share of today's quota holds after the verification's reads; none when the day is ``spent`` already (the
+    credential check could not be sent). The rest is deferred to the next run, or the run is refused
+    (``refuse_over_daily_quota``).
 
     :raises PlanError: the run does not fit and is to be refused.
     """
-    left = hook.budget.day_left()
-    if left is None:
-        return leads
-    reads = min(params.verify_sample, leads)
-    fits = max(0, min(leads, left - reads))
-    if fits < leads:
+    if spent is not None:
+        fits, said = 0, f"today's share of the daily quota is spent (connection {hook.leadsquared_conn_id!r}): {spent}"
+    else:
+        left = hook.budget.day_left()
+        if left is None:
+            return leads
+        reads = min(params.verify_sample, leads)
+        fits = max(0, min(leads, left - reads))
+        if fits == leads:
+            return leads
         restarts = hook.budget.day_restarts_at()
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(restarts)) if restarts else "the next day"
         said = (
             f"{leads} leads and {reads} verification reads do not fit in the {left} calls left of today's share "
             f"of the daily quota (connection {hook.leadsquared_conn_id!r}); calls free up from {when}"
         )
-        if params.refuse_over_daily_quota:
-            raise PlanError(f"{said}: nothing was sent (refuse_over_daily_quota is on)")
-        log.warning("%s: %d sent now, %d deferred to the next run", said, fits, leads - fits)
+    if params.refuse_over_daily_quota:
+        raise PlanError(f"{said}: nothing was sent (refuse_over_daily_quota is on)")
+    log.warning("%s: %d sent now, %d deferred to the next run", said, fits, leads - fits)
     return fits
 
 
@@ -171,11 +182,15 @@ def plan_run(
         " - DRY RUN, nothing will be sent" if params.dry_run else "",
     )
     check_state_reach(state_conn_id, executor)  # dry runs too: their report is read from the same store
-    account, hook = None, None
+    account, hook, spent = None, None, None
     if not params.dry_run:
         hook = LeadSquaredHook(leadsquared_conn_id=leadsquared_conn_id)
         check_budget_reach(hook, executor)
-        log.info("LeadSquared: %s", check_credentials(hook))
+        try:
+            log.info("LeadSquared: %s", check_credentials(hook))
+        except DailyQuotaSpent as exc:  # the account is known (its budget refused the call): defer, not fail
+            spent = exc
+            log.warning("LeadSquared: the keys were not checked, the account's day is spent: %s", exc)
         account = hook.account  # learnt by the check: every task of the run spends this account's budget
     try:
         cleaned, source = _candidates(params, warehouse_conn_id, lambda: render_query(scope.from_text, scope.end_text))
@@ -211,7 +226,7 @@ def plan_run(
         scope_key = scope.key  # hashes the scope on every access: once here, not once per lead
         # Earlier runs' leads first (the oldest work), then this window's, in the query's order.
         staged = [*carried, *((lead, scope_key) for lead in cleaned.valid)]
-        fits = len(staged) if hook is None else fits_today(hook, len(staged), params)
+        fits = len(staged) if hook is None else fits_today(hook, len(staged), params, spent)
         batches = list(batch_ranges(fits, params.batch_size))
         store.save_scope(scope_key, scope.to_dict())
         store.stage_candidates(run.key, staged)

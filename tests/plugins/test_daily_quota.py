@@ -129,6 +129,27 @@ def test_a_plan_over_todays_share_sends_what_fits_and_defers_the_rest(
     assert not [c for c in quota_served.calls() if c["path"].endswith("Lead.Reset")]  # the plan sends no reset
     assert "4 sent now, 8 deferred to the next run" in caplog.text
 
+    # The day's 8 calls are spent (2 credential checks, 4 resets, 2 reads, as the run's batch would): the next
+    # plan cannot even check the keys. It defers every lead, its own and those carried over, and sends nothing.
+    from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
+
+    budget = LeadSquaredHook(leadsquared_conn_id=lsq).budget
+    while budget.day_left():
+        budget.acquire()
+    calls = len(quota_served.calls())
+    batches = call_plan(dag, window, "manual__2", warehouse=conn_id, lsq=lsq, state=state_conn)
+    with StateStore(state_conn) as store:
+        run = store.load_run(f"{dag.dag_id}/manual__2")
+        rows = list(store.iter_audit(f"{dag.dag_id}/manual__2"))
+    assert batches == [] and (run.deferred, run.batched) == (12, 0)
+    assert {r["outcome"] for r in rows} == {"deferred"} and len(rows) == 12
+    assert len(quota_served.calls()) == calls  # not one call
+    assert "the keys were not checked, the account's day is spent" in caplog.text
+    with pytest.raises(PlanError, match="today's share of the daily quota is spent"):
+        call_plan(
+            dag, {**window, "refuse_over_daily_quota": True}, "manual__3", warehouse=conn_id, lsq=lsq, state=state_conn
+        )
+
 
 def test_an_unstated_quota_is_learnt_from_the_answer_and_stops_every_caller_of_the_account(lsq_connection, state_conn):
     # The connection states no daily quota; LeadSquared's day allows 6 calls and says so when it refuses one
