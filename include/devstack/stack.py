@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import requests
 
@@ -114,10 +117,18 @@ class AirflowStack(RestClient):
             time.sleep(2)
         raise TimeoutError(f"run {run_id} did not finish within {timeout} s")
 
-    def create_backfill(self, from_date: str, to_date: str, max_active_runs: int, dag_id: str = DAG_ID) -> None:
-        """``airflow backfill create`` for the DAG. On an SQLite metadata DB another writer (scheduler,
-        dag-processor) can make it fail half-way with "database is locked" (PostgreSQL does not need this):
-        they pause while the backfill is created, which is retried if need be."""
+    def create_backfill(
+        self,
+        from_date: str,
+        to_date: str,
+        max_active_runs: int,
+        dag_id: str = DAG_ID,
+        conf: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``airflow backfill create`` for the DAG (``conf``: every run's params, ``--dag-run-conf``). On an
+        SQLite metadata DB another writer (scheduler, dag-processor) can make it fail half-way with "database
+        is locked" (PostgreSQL does not need this): they pause while the backfill is created, which is
+        retried if need be."""
         paused = [name for name in ("scheduler", "dag-processor") if name in self.procs]
         if self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
             for name in paused:
@@ -125,6 +136,8 @@ class AirflowStack(RestClient):
         else:
             paused = []
         args = ("backfill", "create", "--dag-id", dag_id, "--from-date", from_date, "--to-date", to_date)
+        if conf:
+            args = (*args, "--dag-run-conf", json.dumps(dict(conf)))
         try:
             for attempt in range(5):
                 try:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devstack import AirflowStack, StackConfig, free_port, state_db
+from devstack import DAG_ID, AirflowStack, StackConfig, free_port, state_db
 from lsq_emulator import EmulatorConfig, run_emulator
 from tests.conftest import ADMIN_ACCESS, ADMIN_SECRET, lsq_lead
 from tests.e2e.scenario import MISSING_LEAD, Scenario
@@ -35,13 +35,24 @@ class E2E:
     def reset_calls(self) -> list[dict[str, Any]]:
         return [c for c in self.emulator.calls() if c["path"].endswith("Lead.Reset")]
 
-    def audit(self, run_id: str) -> dict[str, tuple]:
+    def audit(self, run_id: str, dag_id: str = DAG_ID) -> dict[str, tuple]:
         rows = self.state(
             "SELECT lead_id, outcome, status_code, exception_type, batch, from_date, to_date, attempts, sends, "
             "possibly_repeated FROM leadsquared_reset_audit WHERE run_key = ?",
-            (f"leadsquared_reset/{run_id}",),
+            (f"{dag_id}/{run_id}",),
         )
         return {r[0]: r[1:] for r in rows}
+
+
+@dataclass(frozen=True)
+class LsqConnection:
+    """A LeadSquared connection of the stack: its id, an emulator user's keys, and extras of its own (over
+    the ones every connection of the stack gets)."""
+
+    conn_id: str = "leadsquared_default"
+    login: str = ADMIN_ACCESS
+    password: str = ADMIN_SECRET
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _start(
@@ -52,9 +63,16 @@ def _start(
     scenario: Scenario,
     config: EmulatorConfig | None = None,
     extra_leads: list[dict[str, Any]] | None = None,
+    connections: Sequence[LsqConnection] = (LsqConnection(),),
+    accounts_file: Path | None = None,
     **conn_extra: Any,
 ) -> Iterator[E2E]:
-    """Serve the emulator, start a stack whose connections point at it and the warehouse; yield both."""
+    """Serve the emulator, start a stack whose connections point at it and the warehouse; yield both.
+
+    ``connections`` are the stack's LeadSquared connections (default: ``leadsquared_default`` with the demo
+    admin's keys), each with ``conn_extra`` and its own extras; ``accounts_file`` (LEADSQUARED_ACCOUNTS_FILE)
+    gives the DAGs, and their pools, instead of the shipped file's one.
+    """
     leads = [*scenario.leads, lsq_lead("1e1e1e1e-0000-4000-8000-000000000001"), *(extra_leads or [])]
     config = config or EmulatorConfig(rate_limit=25, rate_window_seconds=5.0, latency=(0.02, 0.1))
     assert all(lead["ProspectId"] != MISSING_LEAD for lead in leads)
@@ -66,29 +84,29 @@ def _start(
             "rate_budget_url": f"sqlite:///{tmp / 'budget.sqlite'}",
             **conn_extra,
         }
-        lsq = {
-            "conn_type": "leadsquared",
-            "host": emu.base_url,
-            "login": ADMIN_ACCESS,
-            "password": ADMIN_SECRET,
-            "extra": extra,
-        }
-        stack = AirflowStack(
-            StackConfig(
-                home=tmp / "airflow",
-                api_port=free_port(),
-                parallelism=4,
-                extra_env={
-                    "AIRFLOW_CONN_LEADSQUARED_DEFAULT": json.dumps(lsq),
-                    "AIRFLOW_CONN_WAREHOUSE_DEFAULT": warehouse_conn,
-                },
-            )
-        )
+        env = {"AIRFLOW_CONN_WAREHOUSE_DEFAULT": warehouse_conn}
+        for conn in connections:
+            lsq = {
+                "conn_type": "leadsquared",
+                "host": emu.base_url,
+                "login": conn.login,
+                "password": conn.password,
+                "extra": {**extra, **conn.extra},
+            }
+            env[f"AIRFLOW_CONN_{conn.conn_id.upper()}"] = json.dumps(lsq)
+        dag_ids = [DAG_ID]
+        if accounts_file is not None:
+            from leadsquared_provider.accounts import load_accounts
+
+            env["LEADSQUARED_ACCOUNTS_FILE"] = str(accounts_file)
+            dag_ids = [account.dag_id for account in load_accounts(accounts_file)]
+        stack = AirflowStack(StackConfig(home=tmp / "airflow", api_port=free_port(), parallelism=4, extra_env=env))
         from devstack import prepare
 
         prepare(stack.env, {})
         with stack:
-            stack.wait_for_dag()
+            for dag_id in dag_ids:
+                stack.wait_for_dag(dag_id)
             yield E2E(stack, emu, scenario, kind, query)
 
 
