@@ -27,7 +27,7 @@ from bench.targets import OUT, RESULTS_MD, WINDOW
 
 LIMIT = 25
 SECTION_TITLE = "## Shared accounts under the scheduler: a DAG run beside a co-tenant (`bench/cotenant_dag.py`)"
-TARGET_OUR_SHARE, TARGET_REJECTED = 0.72, 0.03
+TARGET_OUR_SHARE, TARGET_REJECTED = 0.76, 0.02  # issue 20: 0.95 of what a co-tenant at 5 of 25 leaves
 RESET_PATH = "/v2/LeadManagement.svc/Lead.Reset"
 
 
@@ -77,7 +77,7 @@ def measure(count: int, per_window: int, out: Path) -> dict[str, Any]:
 def render(fig: dict[str, Any]) -> str:
     rows = [
         [
-            "our run's admitted calls, of the whole limit (0.9 of what the co-tenant leaves = 0.72)",
+            "our run's admitted calls, of the whole limit (0.95 of what the co-tenant leaves = 0.76)",
             f"{fig['our_share']:.3f}",
             f"≥ {TARGET_OUR_SHARE}",
             verdict(fig["our_share"] >= TARGET_OUR_SHARE),

@@ -734,7 +734,7 @@ def render(results: dict[str, Any], info: dict[str, Any], previous: str = "") ->
     lines += [
         "Rates are judged on the issue's figure, (calls − 1) ÷ (last − first call) ÷ limit. Beside it each part "
         "shows a stricter reading that takes the opening window's burst out, (calls − limit) ÷ span"
-        + (f"; it falls short of 0.95 in {' and '.join(strict)}, explained there." if strict else "."),
+        + (f"; it falls short of {TARGET_RATIO} in {' and '.join(strict)}, explained there." if strict else "."),
         "",
     ]
     for part in PARTS:

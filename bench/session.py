@@ -61,7 +61,8 @@ class BenchSession:
         self.home = out / "airflow"
         self.warehouse = out / "warehouse.db"
         self.state_db = state_db(self.home)  # runs, candidates, claims, audit (connection leadsquared_state)
-        self.budget_url = f"sqlite:///{out / 'budget.sqlite'}"
+        self.budget_url = ""  # set by set_connections: a store per part (see there)
+        self._parts = 0
         self.emulator_port = free_port()
         dags = out / "dags"
         dags.mkdir(parents=True, exist_ok=True)
@@ -104,7 +105,13 @@ class BenchSession:
         self.stack.stop()
 
     def set_connections(self, *, rate_limit: int, window: float) -> None:
-        """Point both LeadSquared connections at the emulator; the product's with the account's limit."""
+        """Point both LeadSquared connections at the emulator; the product's with the account's limit.
+
+        Each part gets a budget store of its own: the emulator's account is the same in every part, and a
+        stricter limit stated by the part before would hold for the 5 minutes a caller's limit counts.
+        """
+        self._parts += 1
+        self.budget_url = f"sqlite:///{self.out / f'budget-{self._parts}.sqlite'}"
         extra = {
             "rate_limit": rate_limit,
             "rate_window_seconds": window,

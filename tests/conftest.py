@@ -46,6 +46,8 @@ _TESTS = Path(__file__).parent
 # groups go first, so that no long one starts last (from `make test`'s --durations, slowest first).
 _SLOWEST_FIRST = (
     "tests/e2e/test_reliability.py",
+    "tests/e2e/test_account_budget.py",
+    "tests/e2e/test_daily_quota.py",
     "tests/e2e/test_verification.py",
     "tests/e2e/test_overlapping_runs.py",
     "tests/distributed/test_celery_e2e.py",
