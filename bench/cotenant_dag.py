@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cotenant", type=int, default=5, help="co-tenant calls per 5 s")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
+    from bench.run import importable
+
+    importable()
     fig = measure(args.leads, args.cotenant, OUT / f"cotenant-dag-{time.strftime('%Y%m%d-%H%M%S')}")
     section = render(fig)
     print(section)

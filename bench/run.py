@@ -67,7 +67,7 @@ def _commit() -> str | None:
     return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
-def _importable() -> None:
+def importable() -> None:
     """``devstack`` and ``lsq_emulator`` (include/) and the provider (plugins/) without ``make``'s PYTHONPATH."""
     for folder in ("plugins", "include"):
         path = str(PROJECT / folder)
@@ -76,7 +76,7 @@ def _importable() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _importable()
+    importable()
     parser = argparse.ArgumentParser(description="Benchmarks of the reset DAG; writes bench/RESULTS.md.")
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {', '.join(PARTS)}")
     parser.add_argument("--render-only", action="store_true", help="rewrite RESULTS.md from the stored figures")
