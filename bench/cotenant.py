@@ -37,7 +37,7 @@ from typing import Any
 
 from bench.measure import markdown_table, max_in_window, verdict
 from bench.planning import PROJECT
-from leadsquared_provider import LeadSquaredSettings
+from leadsquared_provider.settings import LeadSquaredSettings
 
 RESULTS_MD = PROJECT / "bench" / "RESULTS.md"
 OUT = PROJECT / "bench" / "out"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from leadsquared_provider import LeadSquaredSettings
+from leadsquared_provider.settings import LeadSquaredSettings
 
 PROJECT = Path(__file__).resolve().parents[1]
 RESULTS_MD = PROJECT / "bench" / "RESULTS.md"

@@ -15,7 +15,7 @@ from leadsquared_provider.exceptions import InvalidResetRequest, PlanError
 from leadsquared_provider.reset_request import ResetScope, normalize_lead_id
 
 if TYPE_CHECKING:
-    from leadsquared_provider import LeadSquaredSettings
+    from leadsquared_provider.settings import LeadSquaredSettings
 
 # Below Airflow's [core] max_map_length (1024), with room to spare.
 MAX_BATCHES = 1000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import fields
 
-from leadsquared_provider import LeadSquaredSettings
+from leadsquared_provider.settings import LeadSquaredSettings
 
 
 def test_connection_type_and_form_are_registered():

@@ -25,18 +25,21 @@ import pytest
 from leadsquared_provider import rate_budget
 from leadsquared_provider.exceptions import InvalidConnection, RateBudgetError
 from leadsquared_provider.rate_budget import (
-    MARGIN_WIDEST_MS,
     RateBudget,
     Reaction,
-    _Caller,
-    _limits_of,
-    _penalize,
-    _Rule,
-    _settle,
-    _State,
     account_tag,
     budget_is_machine_local,
     redacted_url,
+)
+from leadsquared_provider.rate_budget import budget as budget_module
+from leadsquared_provider.rate_budget.policy import (
+    MARGIN_WIDEST_MS,
+    Caller,
+    Rule,
+    State,
+    limits_of,
+    penalize,
+    settle,
 )
 from lsq_emulator import EmulatorConfig, run_emulator
 from tests.conftest import lsq_lead
@@ -171,13 +174,13 @@ def test_two_admins_keys_of_one_account_share_its_budget(lsq_connection):
 
 # --- The policy: pure functions of the shared state and a clock (ms) -----------------------------------------
 
-ME = _Caller(ceiling=20, window_ms=1000, margin_ms=0)
+ME = Caller(ceiling=20, window_ms=1000, margin_ms=0)
 
 
-def cut(me: _Caller, at: int) -> _State:
+def cut(me: Caller, at: int) -> State:
     """The state right after a rate-limit answer at time ``at`` cut ``me``'s ceiling by a fifth (the margin as
     stated, as once it has widened as far as it goes)."""
-    return _State(
+    return State(
         callers={me.key: 0},
         effective=math.floor(me.ceiling * 0.8),
         failed_at=me.ceiling,
@@ -188,27 +191,27 @@ def cut(me: _Caller, at: int) -> _State:
     )
 
 
-def settled(state: _State, now: int) -> int:
-    _settle(state, ME, now, "test")
+def settled(state: State, now: int) -> int:
+    settle(state, ME, now, "test")
     assert state.effective is not None
     return state.effective
 
 
 def test_a_refusal_at_the_ceiling_widens_the_margin_then_a_second_cuts_the_rate_and_a_burst_counts_once(caplog):
-    state = _State()
+    state = State()
     assert settled(state, 1_000) == 20  # starts at the ceiling, with the stated margin (0 here)
     caplog.set_level(logging.INFO, logger=rate_budget.__name__)
 
     # At the ceiling, the cheapest explanation first: our calls arrived closer together than we sent them.
-    assert _penalize(state, ME, now=1_500, sent=1_400, where="test") is Reaction.WIDENED
+    assert penalize(state, ME, now=1_500, sent=1_400, where="test") is Reaction.WIDENED
     # Answers to the calls of the same burst, sent before the change, whichever process gets them: nothing more.
-    assert not any(_penalize(state, ME, now=1_600 + n, sent=1_450 + n, where="test") for n in range(10))
+    assert not any(penalize(state, ME, now=1_600 + n, sent=1_450 + n, where="test") for n in range(10))
     assert (state.effective, state.margin) == (19, 20)
     # A call sent after it, refused below the ceiling before a clean window: someone else uses the account; a
     # fifth off, and the margin back to what it was (it was not our timing).
-    assert _penalize(state, ME, now=1_900, sent=1_700, where="test") is Reaction.CUT
+    assert penalize(state, ME, now=1_900, sent=1_700, where="test") is Reaction.CUT
     assert (state.effective, state.margin) == (15, 0)  # floor(19 * 0.8)
-    assert _penalize(state, ME, now=2_100, sent=2_000, where="test") is Reaction.CUT
+    assert penalize(state, ME, now=2_100, sent=2_000, where="test") is Reaction.CUT
     assert state.effective == 12
 
     cuts = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -220,31 +223,31 @@ def test_a_refusal_at_the_ceiling_widens_the_margin_then_a_second_cuts_the_rate_
 
 
 def test_refusals_at_the_ceiling_double_the_margin_up_to_the_widest_and_quiet_minutes_bring_it_back():
-    state = _State()
+    state = State()
     settled(state, 0)
     margins, now = [], 0
     for _ in range(6):
         # Each time: refused at the ceiling, then back to it after the plateau (3 clean windows and one more).
         now += 100
-        assert _penalize(state, ME, now=now, sent=now - 50, where="test") is Reaction.WIDENED
+        assert penalize(state, ME, now=now, sent=now - 50, where="test") is Reaction.WIDENED
         margins.append(state.margin)
         while settled(state, now) < 20:
             now += 100
     assert margins == [20, 40, 80, 160, 320, MARGIN_WIDEST_MS]
     # At the widest margin a refusal at the ceiling is no longer timing: the rate is cut.
     now += 100
-    assert _penalize(state, ME, now=now, sent=now - 50, where="test") is Reaction.CUT
+    assert penalize(state, ME, now=now, sent=now - 50, where="test") is Reaction.CUT
     # After 5 quiet minutes what was learnt is stale: the stated margin again.
     settled(state, now + 300_001)
     assert state.margin == 0
 
 
 def test_a_refusal_at_one_call_per_window_is_the_days_quota():
-    state = _State(callers={ME.key: 0}, effective=1, margin=20, last_change=0)
-    assert _penalize(state, ME, now=1_000, sent=900, where="test") is Reaction.AT_FLOOR
+    state = State(callers={ME.key: 0}, effective=1, margin=20, last_change=0)
+    assert penalize(state, ME, now=1_000, sent=900, where="test") is Reaction.AT_FLOOR
     assert state.effective == 1
     # Its burst, sent before, changes nothing more.
-    assert _penalize(state, ME, now=1_100, sent=950, where="test") is Reaction.DEBOUNCED
+    assert penalize(state, ME, now=1_100, sent=950, where="test") is Reaction.DEBOUNCED
 
 
 def test_clean_windows_raise_the_rate_fast_below_the_last_cut_then_probe_it_slowly(caplog):
@@ -271,38 +274,38 @@ def test_clean_windows_raise_the_rate_fast_below_the_last_cut_then_probe_it_slow
 
 
 def test_a_refused_probe_goes_back_to_the_rate_that_held_and_waits_before_the_next():
-    me = _Caller(ceiling=40, window_ms=1000, margin_ms=0)
+    me = Caller(ceiling=40, window_ms=1000, margin_ms=0)
     state = cut(me, at=100)  # 40 → 32, failed at 40
     for now in range(100, 6_100, 100):
-        _settle(state, me, now, None)
+        settle(state, me, now, None)
     assert (state.effective, state.last_change) == (39, 3_100)  # 32 → 36 → 38 → 39 (one under 40)...
-    _settle(state, me, 6_100, None)
+    settle(state, me, 6_100, None)
     assert state.effective == 40  # ...held 3 windows, then the probe
-    assert _penalize(state, me, now=6_300, sent=6_200, where="test")
+    assert penalize(state, me, now=6_300, sent=6_200, where="test")
     assert state.effective == 39  # back to the rate that held, not 40 * 0.8
     for now in range(6_300, 9_300, 100):
-        _settle(state, me, now, None)
+        settle(state, me, now, None)
     assert state.effective == 39  # 3 windows before the next probe
-    _settle(state, me, 9_300, None)
+    settle(state, me, 9_300, None)
     assert state.effective == 40
 
 
 def test_past_the_rate_of_the_last_cut_the_rate_climbs_fast():
-    me = _Caller(ceiling=100, window_ms=1000, margin_ms=0)
-    state = _State(callers={me.key: 0}, effective=50, failed_at=51, last_change=0)
+    me = Caller(ceiling=100, window_ms=1000, margin_ms=0)
+    state = State(callers={me.key: 0}, effective=50, failed_at=51, last_change=0)
     rates = [settled_with(state, me, now) for now in (1_000, 2_000, 3_000, 4_000)]
     assert rates == [51, 55, 71, 100]  # +1 at the rate that failed, then +4, +16, up to the ceiling
 
 
-def settled_with(state: _State, me: _Caller, now: int) -> int:
-    _settle(state, me, now, None)
+def settled_with(state: State, me: Caller, now: int) -> int:
+    settle(state, me, now, None)
     assert state.effective is not None
     return state.effective
 
 
 def test_a_refusal_keeps_the_rate_from_rising_for_a_window():
     state = cut(ME, at=100)  # 16
-    _penalize(state, ME, now=900, sent=90, where="test")  # debounced, but not a clean window
+    penalize(state, ME, now=900, sent=90, where="test")  # debounced, but not a clean window
     assert settled(state, 1_200) == 16
     assert settled(state, 1_900) == 18
 
@@ -317,30 +320,30 @@ def test_a_refusal_keeps_the_rate_from_rising_for_a_window():
     ],
 )
 def test_the_strictest_stated_limit_wins(callers, rule):
-    assert _limits_of([_Caller(*c) for c in callers]).rule(None) == _Rule(*rule)
+    assert limits_of([Caller(*c) for c in callers]).rule(None) == Rule(*rule)
 
 
 def test_a_stricter_caller_lowers_the_rate_and_its_registration_lapses_when_unused():
-    state = _State()
-    loose, strict = _Caller(25, 5000, 200), _Caller(24, 5000, 200)
-    _settle(state, loose, 0, None)
-    _settle(state, strict, 1_000, None)
+    state = State()
+    loose, strict = Caller(25, 5000, 200), Caller(24, 5000, 200)
+    settle(state, loose, 0, None)
+    settle(state, strict, 1_000, None)
     assert state.effective == 24
     assert settled_with(state, loose, 200_000) == 24  # still registered (used within 5 minutes)
     assert settled_with(state, loose, 302_000) == 25  # lapsed: its lower limit no longer counts
 
 
 def test_after_five_quiet_minutes_the_rate_starts_again_at_the_ceiling():
-    state = _State(callers={ME.key: 0}, effective=12, failed_at=16, last_change=0, last_limited=0)
+    state = State(callers={ME.key: 0}, effective=12, failed_at=16, last_change=0, last_limited=0)
     assert settled(state, 300_000) == 15  # 5 minutes idle, to the ms: remembered (12 → 14 → 15, under 16)
-    state = _State(callers={ME.key: 0}, effective=12, failed_at=16, last_change=0, last_limited=0)
+    state = State(callers={ME.key: 0}, effective=12, failed_at=16, last_change=0, last_limited=0)
     assert settled(state, 300_001) == 20  # longer: what it learnt is stale, it starts afresh
     assert state.failed_at is None
 
 
 def test_times_stamped_in_the_future_are_clamped_to_now():
     """A clock stepped back (or a reboot under the monotonic clock) must not freeze the rate for the step."""
-    state = _State(callers={ME.key: 0}, effective=10, failed_at=20, last_change=300_000, hold_until=400_000)
+    state = State(callers={ME.key: 0}, effective=10, failed_at=20, last_change=300_000, hold_until=400_000)
     assert settled(state, 1_000) == 10  # the future times are now, the plateau at most 3 windows from now
     assert settled(state, 3_900) == 10
     assert settled(state, 4_000) == 15  # raised, not 300 s later
@@ -449,7 +452,7 @@ def test_a_waiter_that_overslept_counts_the_units_others_took_meanwhile(backend,
     real_sleep = time.sleep
     late = lambda seconds: real_sleep(seconds + 0.5)  # noqa: E731
     fake_time = types.SimpleNamespace(sleep=late, monotonic=time.monotonic, monotonic_ns=time.monotonic_ns)
-    monkeypatch.setattr(rate_budget, "time", fake_time)
+    monkeypatch.setattr(budget_module, "time", fake_time)
     url = redis_server.url(2) if backend == "redis" else f"sqlite:///{tmp_path / 'b.sqlite'}"
     tag = f"late-{time.time_ns()}"
     a, b = (budget(url, tag, limit=2) for _ in "ab")

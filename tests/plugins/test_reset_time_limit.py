@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from types import SimpleNamespace
 
-from leadsquared_provider import LeadSquaredSettings
 from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
 from leadsquared_provider.operators.reset import LeadSquaredResetOperator
 from leadsquared_provider.planning import batch_time_limit
+from leadsquared_provider.settings import LeadSquaredSettings
 from leadsquared_provider.state_store import RunRecord, StateStore
 
 SCOPE = {

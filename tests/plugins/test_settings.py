@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from leadsquared_provider import LeadSquaredSettings, get_provider_info
+from leadsquared_provider import get_provider_info
 from leadsquared_provider.exceptions import InvalidConnection
 from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
 from leadsquared_provider.reset_request import ResetRequest, ResetScope
+from leadsquared_provider.settings import LeadSquaredSettings
 from tests.conftest import new_lead_id
 
 NUMERIC = [f.name for f in fields(LeadSquaredSettings) if f.metadata["kind"] in (int, float)]

@@ -11,7 +11,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from leadsquared_provider import LeadSquaredSettings, get_provider_info
+from leadsquared_provider import get_provider_info
+from leadsquared_provider.settings import LeadSquaredSettings
 from tests.ui.conftest import BATCH_SIZE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

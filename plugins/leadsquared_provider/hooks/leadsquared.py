@@ -24,7 +24,6 @@ from urllib.parse import quote, urlsplit
 
 from airflow.providers.http.hooks.http import HttpHook
 
-from leadsquared_provider import LeadSquaredSettings
 from leadsquared_provider.exceptions import (
     ActivityReadError,
     DailyQuotaSpent,
@@ -51,6 +50,7 @@ from leadsquared_provider.outcomes import (
 )
 from leadsquared_provider.rate_budget import DailyQuota, RateBudget, Reaction, account_tag
 from leadsquared_provider.reset_request import normalize_lead_id
+from leadsquared_provider.settings import LeadSquaredSettings
 
 if TYPE_CHECKING:
     from collections.abc import Callable

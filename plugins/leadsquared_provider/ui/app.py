@@ -83,8 +83,8 @@ def _state() -> Iterator[Connection]:
 def account_limit(conn_id: str | None) -> tuple[chart.Limit | None, str | None]:
     """The limit of the run's account from its connection's rate extras, or None and why not. Keys are not
     read. ``conn_id`` is None for a run planned before the store recorded its connection."""
-    from leadsquared_provider import LeadSquaredSettings
     from leadsquared_provider.exceptions import InvalidConnection
+    from leadsquared_provider.settings import LeadSquaredSettings
 
     if conn_id is None:
         return None, "The account's limit is not shown: this run was planned before its connection was recorded."
