@@ -255,6 +255,7 @@ def leadsquared_reset(account: Account) -> DAG:
                     leadsquared_conn_id=leadsquared_conn_id,
                     state_conn_id=STATE_CONN_ID,
                     executor=conf.get("core", "executor"),
+                    query_name=f"include/sql/{candidate_query}",
                 )
             except PlanError as refused:  # bad params, guards, keys, a broken query: retrying would not help
                 raise AirflowFailException(str(refused)) from refused

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CANDIDATE_QUERY = "include/sql/candidates.sql"
 # Executors whose tasks all run on the scheduler's machine: a per-machine (SQLite) budget is shared by all.
 ONE_MACHINE_EXECUTORS = frozenset({"LocalExecutor", "SequentialExecutor"})
 
@@ -132,18 +131,21 @@ def check_budget_reach(hook: LeadSquaredHook, executor: str) -> None:
         )
 
 
-def _candidates(params: RunParams, warehouse_conn_id: str, sql: Callable[[], str]) -> tuple[CleanedCandidates, str]:
+def _candidates(
+    params: RunParams, warehouse_conn_id: str, sql: Callable[[], str], query_name: str | None
+) -> tuple[CleanedCandidates, str]:
     stop_after = params.max_leads_per_run + 1
     if params.lead_ids:
         return clean_candidates(params.lead_ids, stop_after=stop_after), "param lead_ids"
     from airflow.sdk import BaseHook
 
-    from leadsquared_provider.warehouse import iter_candidate_ids
+    from leadsquared_provider.warehouse import CANDIDATE_SOURCE, iter_candidate_ids
 
+    query_name = query_name or CANDIDATE_SOURCE
     hook = BaseHook.get_hook(warehouse_conn_id)
-    stream = iter_candidate_ids(hook, sql(), source=CANDIDATE_QUERY)
+    stream = iter_candidate_ids(hook, sql(), source=query_name)
     try:
-        return clean_candidates(stream, stop_after=stop_after), CANDIDATE_QUERY
+        return clean_candidates(stream, stop_after=stop_after), query_name
     finally:
         stream.close()  # stops the warehouse's cursor when reading stopped early
 
@@ -157,11 +159,13 @@ def plan_run(
     leadsquared_conn_id: str,
     state_conn_id: str,
     executor: str = "LocalExecutor",
+    query_name: str | None = None,
 ) -> list[int]:
     """Plan the run and stage its batches; return the batch numbers (≤ 1000 small ints, for XCom).
 
     :param render_query: renders the candidate query for the window's UTC bounds (``YYYY-MM-DD HH:MM:SS``),
         start inclusive and end exclusive (:attr:`ResetScope.end_text`), or ``None`` for all time.
+    :param query_name: the candidate query's file, as messages name it (default: the shipped one).
     :raises PlanError: refused (bad params, guard, keys, a deterministic query failure): nothing was sent.
     """
     from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
@@ -193,7 +197,9 @@ def plan_run(
             log.warning("LeadSquared: the keys were not checked, the account's day is spent: %s", exc)
         account = hook.account  # learnt by the check: every task of the run spends this account's budget
     try:
-        cleaned, source = _candidates(params, warehouse_conn_id, lambda: render_query(scope.from_text, scope.end_text))
+        cleaned, source = _candidates(
+            params, warehouse_conn_id, lambda: render_query(scope.from_text, scope.end_text), query_name
+        )
     except CandidateQueryError as exc:
         if getattr(exc, "deterministic", True):
             raise PlanError(str(exc)) from None

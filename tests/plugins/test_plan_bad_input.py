@@ -41,7 +41,15 @@ def served():
 
 
 def call_plan(
-    dag, params: dict, run_id: str, *, warehouse: str, lsq: str, state: str, run_type: str = "manual"
+    dag,
+    params: dict,
+    run_id: str,
+    *,
+    warehouse: str,
+    lsq: str,
+    state: str,
+    run_type: str = "manual",
+    query_name: str | None = None,
 ) -> list[int]:
     """The plan task's body with the DAG's params (overridden by ``params``) and its candidate query."""
     merged = {name: param.value for name, param in dag.params.items()}
@@ -54,6 +62,7 @@ def call_plan(
         warehouse_conn_id=warehouse,
         leadsquared_conn_id=lsq,
         state_conn_id=state,
+        query_name=query_name,
     )
 
 
@@ -159,6 +168,19 @@ def test_failing_candidate_query_names_the_query_and_is_not_retried(plan, served
         plan(WINDOW)
     assert isinstance(refused.value.__context__, CandidateQueryError) or "candidates.sql" in str(refused.value)
     assert [c for c in served.calls() if c["path"].endswith("Lead.Reset")] == []
+
+
+def test_a_failing_query_of_an_accounts_own_file_names_that_file(
+    dag, served, lsq_connection, sqlite_warehouse, state_conn
+):
+    # The accounts file gave this account its own query (candidate_query: emea.sql): messages name it.
+    conn_id, _ = sqlite_warehouse  # empty: the query's table does not exist
+    lsq = lsq_connection(served.base_url)
+    with pytest.raises(PlanError, match=r"candidate query include/sql/emea\.sql failed") as refused:
+        call_plan(
+            dag, WINDOW, "manual__emea", warehouse=conn_id, lsq=lsq, state=state_conn, query_name="include/sql/emea.sql"
+        )
+    assert "candidates.sql" not in str(refused.value)
 
 
 def test_empty_candidate_set_is_a_success_with_no_batches(plan, served):
