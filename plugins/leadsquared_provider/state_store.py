@@ -784,20 +784,10 @@ class StateStore:
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(stmt)]
 
-    def unfinished(self, key: str) -> int:
-        """Staged candidates of the run without a final outcome (never reached, or left ``sending``)."""
-        c, a = t.candidates, t.audit
-        stmt = (
-            select(func.count())
-            .select_from(
-                c.outerjoin(
-                    a, and_(a.c.run_key == c.c.run_key, a.c.lead_id == c.c.lead_id, a.c.scope_key == c.c.scope_key)
-                )
-            )
-            .where(c.c.run_key == key, or_(a.c.lead_id.is_(None), a.c.outcome == literal(str(Outcome.SENDING))))
-        )
+    def run_counts(self, key: str) -> dict[str, int]:
+        """See :func:`run_counts`."""
         with self.engine.connect() as conn:
-            return conn.execute(stmt).scalar() or 0
+            return run_counts(conn, key)
 
     def repeated_count(self, key: str) -> int:
         """Leads of the run whose request may have reached LeadSquared more than once."""
@@ -869,6 +859,27 @@ class StateStore:
         for row in rows:
             row["remaining_ids"] = [part for part in (row["remaining_ids"] or "").split(",") if part]
         return rows
+
+
+UNFINISHED = "unfinished"  # the count of a run's staged leads with no final outcome (see run_counts)
+
+
+def run_counts(conn: Connection, key: str) -> dict[str, int]:
+    """The run's leads per final outcome, and :data:`UNFINISHED`: staged with no final outcome yet (never
+    reached, or left ``sending``: the request's answer was never recorded). One reading of the run for the
+    report and the UI alike; a run never planned has none."""
+    c, a = t.candidates, t.audit
+    found = conn.execute(select(a.c.outcome, func.count()).where(a.c.run_key == key).group_by(a.c.outcome)).all()
+    counts = {outcome: count for outcome, count in found if outcome != Outcome.SENDING}
+    same = and_(a.c.run_key == c.c.run_key, a.c.lead_id == c.c.lead_id, a.c.scope_key == c.c.scope_key)
+    left = conn.execute(
+        select(func.count())
+        .select_from(c.outerjoin(a, same))
+        .where(c.c.run_key == key, or_(a.c.lead_id.is_(None), a.c.outcome == literal(str(Outcome.SENDING))))
+    ).scalar()
+    if left:
+        counts[UNFINISHED] = left
+    return counts
 
 
 def _joined_ids(ids: Iterable[object]) -> str:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from leadsquared_provider.exceptions import LeadSquaredAuthError, PlanError, ResetFailuresError
 from leadsquared_provider.outcomes import Outcome
+from leadsquared_provider.state_store import UNFINISHED
 
 if TYPE_CHECKING:
     from leadsquared_provider.run_params import RunParams
@@ -32,11 +33,8 @@ def build_summary(store: StateStore, key: str) -> dict[str, Any]:
     :raises LookupError: the run was never planned.
     """
     run = store.load_run(key)
-    counts = store.outcome_counts(key)
-    counts.pop(Outcome.SENDING, None)
-    unfinished = store.unfinished(key)
-    if unfinished:
-        counts["unfinished"] = unfinished
+    counts = store.run_counts(key)
+    unfinished = counts.get(UNFINISHED, 0)
     total = run.candidates + run.invalid + run.carried_over
     rejected = counts.get(Outcome.REJECTED, 0)
     return {

@@ -29,3 +29,30 @@ def test_a_run_is_charted_against_its_own_connections_limit(state_conn, monkeypa
     assert (eu["limit"].calls, eu["limit"].share, eu["limit_note"]) == (10, 0.5, None)  # not the default's 25
     old = _view("old_resets", "r1")  # planned before the store recorded the connection: no guess
     assert old["limit"] is None and "before its connection was recorded" in old["limit_note"]
+
+
+def test_the_page_and_the_report_count_a_run_alike(state_conn):
+    # 4 staged leads: one queued, one left `sending` (its process died with the request in flight), one never
+    # reached, one deferred. The page and the report read the same counts: the `sending` lead is unfinished.
+    from leadsquared_provider.outcomes import Outcome, ResetResult
+    from leadsquared_provider.state_store import BatchScope
+    from leadsquared_provider.summary import build_summary
+
+    leads = [f"{n:08x}-4444-4000-8000-000000000000" for n in range(1, 5)]
+    with StateStore(state_conn) as store:
+        store.save_scope("s1", SCOPE)
+        store.save_run(RunRecord("view/r2", "view", "r2", SCOPE, "s1", False, 4, 0, 1, 4))
+        store.stage_candidates("view/r2", [(lead, "s1") for lead in leads])
+        batch = BatchScope(run_key="view/r2", dag_id="view", batch=1, scopes={"s1": SCOPE})
+        store.record_many(
+            batch,
+            [
+                ("s1", ResetResult.not_sent(leads[0], Outcome.QUEUED, "queued")),
+                ("s1", ResetResult.not_sent(leads[1], Outcome.SENDING, "request in flight")),
+                ("s1", ResetResult.not_sent(leads[3], Outcome.DEFERRED, "over today's share")),
+            ],
+        )
+        summary = build_summary(store, "view/r2")
+    page = _view("view", "r2")["counts"]
+    assert page == {"queued": 1, "deferred": 1, "unfinished": 2}
+    assert summary["counts"] == {"deferred": 1, "queued": 1, "unfinished": 2} and summary["failures"] == 2

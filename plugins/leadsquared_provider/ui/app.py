@@ -149,8 +149,6 @@ def run_view(
     key = f"{dag_id}/{run_id}"
     counts = queries.outcome_counts(conn, key)
     facts = queries.run_facts(conn, key)
-    if facts is not None and (left := queries.unfinished(conn, key)):
-        counts["unfinished"] = left
     limit, limit_note = account_limit(facts.leadsquared_conn_id if facts else None)
     window = limit.window_seconds if limit else 5.0
     series = chart.rate_series(queries.send_times(conn, key), window)

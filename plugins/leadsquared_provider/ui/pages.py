@@ -25,7 +25,8 @@ OUTCOME_MEANING = {
     "in_progress_elsewhere": "another run or try held the lead: not sent here",
     "sending": "a request was in flight when its process died",
     "deferred": "not sent: over today's share of the account's daily quota; the next run sends it",
-    "unfinished": "staged but not processed yet (the run is going on, or its batch never ran)",
+    "unfinished": "staged but not finished yet (the run is going on, its batch never ran, or a request was in "
+    "flight when its process died)",
 }
 # The verification step's results (leadsquared_provider.verification.Check).
 VERIFICATION_MEANING = {

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from sqlalchemy import and_, case, func, inspect, select
+from sqlalchemy import case, func, inspect, select
 
 from leadsquared_provider import state_schema as t
 from leadsquared_provider.outcomes import Outcome
+from leadsquared_provider.state_store import UNFINISHED, run_counts
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -42,11 +43,13 @@ NOT_RESET = (
     Outcome.DEFERRED,
     Outcome.SENDING,
 )
+# The run's counts in that order; a lead left ``sending`` is counted among the unfinished (run_counts).
 OUTCOME_ORDER = (
     Outcome.QUEUED,
     Outcome.ALREADY_DONE,
     Outcome.DRY_RUN,
-    *NOT_RESET,
+    *(o for o in NOT_RESET if o is not Outcome.SENDING),
+    UNFINISHED,
 )
 # The verify step (leadsquared_provider.verification) writes state_schema.verification; a store that no run of
 # a provider with that step has touched yet lacks the table, and the page (which never creates tables) says so.
@@ -234,20 +237,11 @@ def run_facts(conn: Connection, key: str) -> RunFacts | None:
 
 
 def outcome_counts(conn: Connection, key: str) -> dict[str, int]:
-    """Leads per outcome, in :data:`OUTCOME_ORDER` (then any other outcome)."""
-    a = t.audit
-    found = dict(conn.execute(select(a.c.outcome, func.count()).where(a.c.run_key == key).group_by(a.c.outcome)).all())
+    """The run's counts (:func:`~leadsquared_provider.state_store.run_counts`, as the report reads them), in
+    :data:`OUTCOME_ORDER` (then any other outcome)."""
+    found = run_counts(conn, key)
     ordered = {str(o): found.pop(str(o)) for o in OUTCOME_ORDER if str(o) in found}
     return {**ordered, **dict(sorted(found.items()))}
-
-
-def unfinished(conn: Connection, key: str) -> int:
-    """Staged candidates of the run with no audit row yet (the run is going on, or its batches never ran)."""
-    c, a = t.candidates, t.audit
-    same = and_(a.c.run_key == c.c.run_key, a.c.lead_id == c.c.lead_id, a.c.scope_key == c.c.scope_key)
-    joined = c.outerjoin(a, same)
-    stmt = select(func.count()).select_from(joined).where(c.c.run_key == key, a.c.lead_id.is_(None))
-    return conn.execute(stmt).scalar() or 0
 
 
 def run_totals(conn: Connection, key: str) -> dict[str, Any]:
