@@ -30,7 +30,7 @@ from tests.pg_server import unique_db_name
 from tests.redis_server import RedisServer
 
 # A small plan (Pro: 5 calls per 5 s), so that the batches on the two workers contend for the budget; the
-# budget's default margin.
+# budget's former fixed margin (see tests/e2e/conftest.py: these tests assert that no call is refused).
 RATE_LIMIT, RATE_WINDOW_SECONDS, RATE_MARGIN_SECONDS = 5, 5, 0.2
 
 

@@ -18,6 +18,8 @@ from tests.conftest import ADMIN_ACCESS, ADMIN_SECRET, lsq_lead
 from tests.e2e.scenario import MISSING_LEAD, Scenario
 from tests.pg_server import unique_db_name
 
+RATE_MARGIN_SECONDS = 0.2  # see _start
+
 
 @dataclass
 class E2E:
@@ -82,6 +84,11 @@ def _start(
             "rate_window_seconds": config.rate_window_seconds,
             "timeout_seconds": 5,
             "rate_budget_url": f"sqlite:///{tmp / 'budget.sqlite'}",
+            # These tests assert that LeadSquared refused no call. The budget's default margin (0.05 s) learns a
+            # machine's jitter from refusals (each doubles it), and a loaded CI machine delays a call past 50 ms
+            # now and then: they keep the former fixed 0.2 s. The margin's learning has tests of its own
+            # (tests/plugins/test_rate_budget.py) and its figures in bench/RESULTS.md.
+            "rate_margin_seconds": RATE_MARGIN_SECONDS,
             **conn_extra,
         }
         env = {"AIRFLOW_CONN_WAREHOUSE_DEFAULT": warehouse_conn}
