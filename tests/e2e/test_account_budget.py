@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from bench.measure import max_in_window
 from devstack import DAG_ID
 from leadsquared_provider.rate_budget import account_tag
 from lsq_emulator import Account, EmulatorConfig
@@ -184,16 +185,6 @@ def quota_backfill(tmp_path: Path) -> Iterator[tuple[E2E, dict[str, str]]]:
         yield e2e, {lead["ProspectId"]: day for day, leads in by_day.items() for lead in leads}
 
 
-def _busiest_day(times: list[float]) -> int:
-    """The most of ``times`` (sorted) in any rolling day ``(t - DAY_SECONDS, t]``."""
-    most, first = 0, 0
-    for n, t in enumerate(times):
-        while times[first] <= t - DAY_SECONDS:
-            first += 1
-        most = max(most, n - first + 1)
-    return most
-
-
 def _wait_for_backfill(e2e: E2E, runs: int, timeout: float) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -241,7 +232,7 @@ def test_a_backfill_over_the_days_quota_defers_and_later_runs_send_each_lead_onc
     }
     assert sum(stats["rate_limited"].values()) == 0
     assert [c for c in e2e.emulator.calls() if c.get("daily_quota")] == []
-    busiest = _busiest_day(_admitted(e2e))
+    busiest = max_in_window(_admitted(e2e), DAY_SECONDS)  # the most admitted calls in any rolling day
     assert busiest <= CAP, f"{busiest} calls in one rolling day; the connection's share is {CAP}"
 
     # Recorded, run by run in the order they were planned: nothing failed; each lead queued once, for its own
