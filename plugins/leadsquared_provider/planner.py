@@ -6,7 +6,6 @@ The warehouse is only read (the candidate query); everything the run must rememb
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +27,7 @@ from leadsquared_provider.planning import (
     clean_candidates,
     resolve_window,
 )
+from leadsquared_provider.rate_budget.day import utc_text
 from leadsquared_provider.state_store import BatchScope, RunRecord, StateStore, run_key
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def fits_today(hook: LeadSquaredHook, leads: int, params: RunParams, spent: Dail
         if fits == leads:
             return leads
         restarts = hook.budget.day_restarts_at()
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(restarts)) if restarts else "the next day"
+        when = utc_text(restarts) if restarts else "the next day"
         said = (
             f"{leads} leads and {reads} verification reads do not fit in the {left} calls left of today's share "
             f"of the daily quota (connection {hook.leadsquared_conn_id!r}); calls free up from {when}"

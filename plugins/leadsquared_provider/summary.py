@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from leadsquared_provider.exceptions import LeadSquaredAuthError, PlanError, ResetFailuresError
 from leadsquared_provider.outcomes import Outcome
+from leadsquared_provider.rate_budget.day import utc_text
 from leadsquared_provider.state_store import UNFINISHED
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ def report_run(
     if not summary["dry_run"]:
         summary["effective_rate_per_window"] = effective_rate()
     if summary["deferred"] and (restarts := day_restarts()) is not None:  # when the deferred leads can go
-        summary["day_restarts"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(restarts))
+        summary["day_restarts"] = utc_text(restarts)
     if verify is not None:
         add_verification(store, key, summary, verify, finished=verify_finished)
     store.close_run(key, unresolved(summary))

@@ -90,7 +90,7 @@ from leadsquared_provider.rate_budget.budget import (
     default_budget_url,
     redacted_url,
 )
-from leadsquared_provider.rate_budget.day import DailyQuota, parse_daily_reset
+from leadsquared_provider.rate_budget.day import DailyQuota, parse_daily_reset, utc_text
 from leadsquared_provider.rate_budget.policy import Reaction
 
 __all__ = [
@@ -102,4 +102,5 @@ __all__ = [
     "default_budget_url",
     "parse_daily_reset",
     "redacted_url",
+    "utc_text",
 ]

@@ -15,7 +15,7 @@ from urllib.parse import urlparse, urlunparse
 
 from leadsquared_provider.exceptions import DailyQuotaSpent, InvalidConnection, RateBudgetError
 from leadsquared_provider.rate_budget import policy
-from leadsquared_provider.rate_budget.day import DailyQuota
+from leadsquared_provider.rate_budget.day import DailyQuota, utc_text
 from leadsquared_provider.rate_budget.policy import Caller, Reaction, Rule, State
 from leadsquared_provider.rate_budget.redis_store import RedisStore
 from leadsquared_provider.rate_budget.sqlite_store import SQLiteStore
@@ -205,7 +205,7 @@ class RateBudget:
             assert self.daily is not None
             restarts = self.daily.restarts_ms(time.time_ns() // 1_000_000, oldest) / 1000
             said = f"the account's daily share is spent: {used} of {self.daily.cap} calls in {self.where}'s day"
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(restarts))
+        when = utc_text(restarts)
         return DailyQuotaSpent(f"{said}; calls free up from {when}", resets_at=restarts)
 
     def day_is_spent(self, seconds: float) -> DailyQuotaSpent:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 
 from leadsquared_provider.exceptions import InvalidConnection
 
@@ -61,3 +62,8 @@ class DailyQuota:
         if start > local:
             start -= timedelta(days=1)
         return int(start.timestamp() * 1000)
+
+
+def utc_text(epoch_seconds: float) -> str:
+    """When the day's calls free up, as every message and report says it: ``2026-12-07 04:12:09 UTC``."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch_seconds))
