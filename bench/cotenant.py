@@ -88,7 +88,7 @@ def is_rate_limited(status: int, text: str) -> bool:
 
 
 def _post_reset(session: Any, base_url: str, lead_id: str) -> tuple[int, str]:
-    from leadsquared_provider.reset_request import ResetRequest, ResetScope
+    from leadsquared_provider.rules.request import ResetRequest, ResetScope
 
     body = ResetRequest(lead_id, ResetScope(delete_notes=True, allow_all_time=True)).to_body()
     response = session.post(f"{base_url}{RESET_PATH}", json=body, timeout=30)

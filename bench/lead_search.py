@@ -1,6 +1,6 @@
 """The resets page's lead search over a large audit table, timed on SQLite and PostgreSQL.
 
-Fills the state store's tables (:mod:`leadsquared_provider.state_schema`, with their indexes) with
+Fills the state store's tables (:mod:`leadsquared_provider.store.schema`, with their indexes) with
 ``--rows`` audit rows: runs of ``--leads-per-run`` leads drawn from a pool of ``rows / --touches`` leads, so a
 lead was touched by about ``--touches`` runs. Then it times ``--searches`` searches of leads picked at random
 (and one id that no run touched), each doing what the page does per search, with the page's own queries
@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 
-from leadsquared_provider import state_schema as t
+from leadsquared_provider.store import schema as t
 from leadsquared_provider.ui import queries
 
 DAG_ID = "leadsquared_reset"

@@ -2,7 +2,7 @@
 
 The probe (``python -m bench.planning``) builds the shipped account's DAG (``leadsquared_reset``) from
 ``dags/leadsquared_reset.py`` for its params and candidate query, and calls what its plan task calls,
-:func:`leadsquared_provider.planner.plan_run`, with explicit arguments: keys check (``leadsquared_default``,
+:func:`leadsquared_provider.steps.plan.plan_run`, with explicit arguments: keys check (``leadsquared_default``,
 the emulator, unless it is a dry run), candidate query on ``warehouse_default`` (only read), cleaning,
 earlier failures carried over, guards, batches, and staging of the candidates and the run record in the
 state store ``leadsquared_state``. All three are ``AIRFLOW_CONN_*`` variables; the state store is an SQLite
@@ -143,8 +143,8 @@ def staging_yardstick(key: str) -> float | None:
     staging costs without SQLAlchemy's per-row work. None for another driver."""
     from sqlalchemy import delete, select
 
-    from leadsquared_provider import state_schema as t
-    from leadsquared_provider.state_store import StateStore
+    from leadsquared_provider.store import schema as t
+    from leadsquared_provider.store.state_store import StateStore
 
     c = t.candidates
     other = f"{key}#yardstick"
@@ -178,9 +178,9 @@ def staging_yardstick(key: str) -> float | None:
 def probe(day: str, run_id: str, max_leads: int, dry_run: bool) -> dict[str, Any]:
     """Plan a manual run for ``day`` as the plan task does, with explicit arguments; time it."""
     started = time.perf_counter()
-    from leadsquared_provider.planner import RunIdentity, plan_run
-    from leadsquared_provider.run_params import RunParams
-    from leadsquared_provider.state_store import StateStore, run_key
+    from leadsquared_provider.rules.params import RunParams
+    from leadsquared_provider.steps.plan import RunIdentity, plan_run
+    from leadsquared_provider.store.state_store import StateStore, run_key
 
     dag, account = load_dag()
     template = dag.get_template_env().get_template(account.candidate_query)
@@ -194,7 +194,7 @@ def probe(day: str, run_id: str, max_leads: int, dry_run: bool) -> dict[str, Any
             if "candidate leads" in record.getMessage():
                 marks.setdefault("cleaned", time.perf_counter())
 
-    logger = logging.getLogger("leadsquared_provider.planner")
+    logger = logging.getLogger("leadsquared_provider.steps.plan")
     logger.setLevel(logging.INFO)
     logger.addHandler(_Marks())
     timed = _Timed(StateStore, "carry_over", "stage_candidates")

@@ -1,6 +1,6 @@
 """The state store's cost per lead: transactions, statements and milliseconds of the claim + outcome path.
 
-What a reset batch does per lead, minus the request (:class:`leadsquared_provider.sender.BatchSender` runs
+What a reset batch does per lead, minus the request (:class:`leadsquared_provider.steps.send.BatchSender` runs
 these on its main thread, one lead after the other, whatever ``max_in_flight``): ``StateStore.claim`` (one
 transaction: the claim, inserted or taken over, and the lead's ``sending`` audit row) and, once LeadSquared
 answered, ``StateStore.finish`` (one transaction: the outcome's audit row, the claim settled or released).
@@ -51,7 +51,7 @@ def _key(run_id: str) -> str:
 
 def setup(run_id: str, batches: int, leads: int) -> dict[str, Any]:
     """Stage ``batches`` x ``leads`` candidates and the run's record, as the plan does."""
-    from leadsquared_provider.state_store import RunRecord, StateStore
+    from leadsquared_provider.store.state_store import RunRecord, StateStore
 
     total = batches * leads
     with StateStore(STATE_CONN_ID) as store:
@@ -109,9 +109,9 @@ def _ms(values: list[float]) -> dict[str, float]:
 
 def send_batch(run_id: str, batch: int, start_at: float | None) -> dict[str, Any]:
     """The state-store half of one batch: read the settled leads, then claim + finish each lead; timed."""
-    from leadsquared_provider.outcomes import Outcome, ResetResult
-    from leadsquared_provider.sender import owner_for
-    from leadsquared_provider.state_store import BatchScope, ClaimStatus, StateStore
+    from leadsquared_provider.rules.outcomes import Outcome, ResetResult
+    from leadsquared_provider.steps.send import owner_for
+    from leadsquared_provider.store.state_store import BatchScope, ClaimStatus, StateStore
 
     key = _key(run_id)
     with StateStore(STATE_CONN_ID) as store:

@@ -55,7 +55,7 @@ from airflow.sdk import (
 from leadsquared_provider.accounts import Account, accounts_file, load_accounts
 from leadsquared_provider.notifications.run_report import RunReportNotifier
 from leadsquared_provider.operators.reset import LeadSquaredResetOperator
-from leadsquared_provider.run_params import (
+from leadsquared_provider.rules.params import (
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_REJECTED_SHARE,
     DEFAULT_MAX_STILL_PRESENT,
@@ -234,8 +234,8 @@ def leadsquared_reset(account: Account) -> DAG:
             from airflow.sdk.exceptions import AirflowFailException
 
             from leadsquared_provider.exceptions import PlanError
-            from leadsquared_provider.planner import RunIdentity, plan_run
-            from leadsquared_provider.run_params import RunParams
+            from leadsquared_provider.rules.params import RunParams
+            from leadsquared_provider.steps.plan import RunIdentity, plan_run
 
             context = get_current_context()
             dag_run = context["dag_run"]
@@ -265,9 +265,9 @@ def leadsquared_reset(account: Account) -> DAG:
             """Fail when this batch holds leads that were not reset."""
             from airflow.sdk.exceptions import AirflowFailException
 
-            from leadsquared_provider.planning import batch_label
-            from leadsquared_provider.state_store import StateStore, run_key
-            from leadsquared_provider.summary import batch_failures
+            from leadsquared_provider.rules.planning import batch_label
+            from leadsquared_provider.steps.report import batch_failures
+            from leadsquared_provider.store.state_store import StateStore, run_key
 
             context = get_current_context()
             key = run_key(context["dag_run"].dag_id, context["dag_run"].run_id)
@@ -304,8 +304,8 @@ def leadsquared_reset(account: Account) -> DAG:
 
             from leadsquared_provider.exceptions import LeadSquaredError
             from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
-            from leadsquared_provider.state_store import StateStore, run_key
-            from leadsquared_provider.verification import VerifyParams, verify_run
+            from leadsquared_provider.steps.verify import VerifyParams, verify_run
+            from leadsquared_provider.store.state_store import StateStore, run_key
 
             context = get_current_context()
             key = run_key(context["dag_run"].dag_id, context["dag_run"].run_id)
@@ -337,11 +337,11 @@ def leadsquared_reset(account: Account) -> DAG:
             from airflow.sdk.exceptions import AirflowFailException
 
             from leadsquared_provider.exceptions import LeadSquaredError
-            from leadsquared_provider.run_params import RunParams
-            from leadsquared_provider.state_store import StateStore, run_key
-            from leadsquared_provider.summary import report_run
-            from leadsquared_provider.verification import VerifyParams
-            from leadsquared_provider.warehouse import run_audit_export
+            from leadsquared_provider.rules.params import RunParams
+            from leadsquared_provider.steps.report import report_run
+            from leadsquared_provider.steps.verify import VerifyParams
+            from leadsquared_provider.store.state_store import StateStore, run_key
+            from leadsquared_provider.warehouse.candidates import run_audit_export
 
             context = get_current_context()
             key = run_key(context["dag_run"].dag_id, context["dag_run"].run_id)

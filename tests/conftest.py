@@ -54,10 +54,10 @@ _SLOWEST_FIRST = (
     "tests/e2e/test_scheduler_sqlite.py",
     "tests/e2e/test_backfill_month.py",
     "tests/ui",
-    "tests/plugins/test_rate_budget.py",
+    "tests/provider/rate_budget/test_budget.py",
     "tests/e2e/test_scheduler_postgres.py",
     "tests/e2e/test_scheduler_mariadb.py",
-    "tests/plugins/test_hook.py",
+    "tests/provider/hooks/test_leadsquared.py",
     "tests/bench/test_cotenant_smoke.py",
 )
 

@@ -49,7 +49,7 @@ def demo_connections(emulator_url: str, warehouse: Path) -> dict[str, dict[str, 
 
 def _print_report(stack: AirflowStack, run_id: str, state: str, emulator_url: str) -> None:
     sys.path.insert(0, str(PROJECT / "plugins"))
-    from leadsquared_provider.report_format import format_report
+    from leadsquared_provider.rules.report_text import format_report
 
     print(f"\nDAG run {run_id}: {state}\n")
     try:

@@ -351,7 +351,7 @@ def _schedule_problem(schedule: Any, timezone: str) -> str | None:
 def _categories(value: Any) -> tuple[Categories | None, str | None]:
     """The categories, validated by the rules of a reset scope; keys left out choose nothing of their kind."""
     from leadsquared_provider.exceptions import InvalidResetRequest
-    from leadsquared_provider.reset_request import ResetScope
+    from leadsquared_provider.rules.request import ResetScope
 
     if not isinstance(value, dict):
         return None, f"categories must be a mapping of {', '.join(CATEGORY_KEYS)}, got {value!r}"

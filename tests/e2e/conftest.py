@@ -87,7 +87,7 @@ def _start(
             # These tests assert that LeadSquared refused no call. The budget's default margin (0.05 s) learns a
             # machine's jitter from refusals (each doubles it), and a loaded CI machine delays a call past 50 ms
             # now and then: they keep the former fixed 0.2 s. The margin's learning has tests of its own
-            # (tests/plugins/test_rate_budget.py) and its figures in bench/RESULTS.md.
+            # (tests/provider/rate_budget/test_budget.py) and its figures in bench/RESULTS.md.
             "rate_margin_seconds": RATE_MARGIN_SECONDS,
             **conn_extra,
         }

@@ -285,7 +285,7 @@ def _lock_the_store_and_reach_in_skewed(e2e: E2E, run_id: str, found: dict[str, 
         try:
             found["started"] = time.time()
             worker = subprocess.Popen(
-                [sys.executable, "-m", "tests.plugins.sender_worker", json.dumps(spec)],
+                [sys.executable, "-m", "tests.provider.steps.sender_worker", json.dumps(spec)],
                 env=env,
                 cwd=REPO,
                 stdout=subprocess.PIPE,

@@ -34,7 +34,8 @@ from leadsquared_provider.exceptions import (
     RateBudgetError,
     UnbudgetedCallError,
 )
-from leadsquared_provider.outcomes import (
+from leadsquared_provider.rate_budget import DailyQuota, RateBudget, Reaction, account_tag
+from leadsquared_provider.rules.outcomes import (
     EXCEPTION_TYPE_LIMIT,
     MESSAGE_LIMIT,
     Answer,
@@ -48,8 +49,7 @@ from leadsquared_provider.outcomes import (
     is_user_body,
     redacted,
 )
-from leadsquared_provider.rate_budget import DailyQuota, RateBudget, Reaction, account_tag
-from leadsquared_provider.reset_request import normalize_lead_id
+from leadsquared_provider.rules.request import normalize_lead_id
 from leadsquared_provider.settings import LeadSquaredSettings
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Connection
     from requests import Response, Session
 
-    from leadsquared_provider.reset_request import ResetRequest
+    from leadsquared_provider.rules.request import ResetRequest
 
 __all__ = ["ActivityReadError", "LeadSquaredHook", "LeadSquaredSettings"]
 

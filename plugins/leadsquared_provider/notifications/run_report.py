@@ -44,9 +44,9 @@ class RunReportNotifier(BaseNotifier):
 
     def _summary(self, dag_id: str, run_id: str) -> tuple[dict[str, Any] | None, str | None]:
         """The run's summary, or None and why not."""
-        from leadsquared_provider.outcomes import redacted
-        from leadsquared_provider.state_store import StateStore, run_key
-        from leadsquared_provider.summary import build_summary
+        from leadsquared_provider.rules.outcomes import redacted
+        from leadsquared_provider.steps.report import build_summary
+        from leadsquared_provider.store.state_store import StateStore, run_key
 
         try:
             with StateStore(self.state_conn_id) as store:
@@ -59,7 +59,7 @@ class RunReportNotifier(BaseNotifier):
     def notify(self, context: Any) -> None:
         from airflow.sdk import conf
 
-        from leadsquared_provider.outcomes import redacted
+        from leadsquared_provider.rules.outcomes import redacted
 
         dag_run = context["dag_run"]
         summary, why_not = self._summary(dag_run.dag_id, dag_run.run_id)

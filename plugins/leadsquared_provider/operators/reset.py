@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from leadsquared_provider import DEFAULT_STATE_CONN_ID
-from leadsquared_provider.run_params import DEFAULT_MAX_IN_FLIGHT, MAX_IN_FLIGHT
+from leadsquared_provider.rules.params import DEFAULT_MAX_IN_FLIGHT, MAX_IN_FLIGHT
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -33,7 +33,7 @@ class LeadSquaredResetOperator(BaseOperator):
     Reset the leads of one planned batch through :class:`LeadSquaredHook`.
 
     The run's scope and candidates are read from the state store written by the plan task; the batch is
-    sent by :class:`~leadsquared_provider.sender.BatchSender` (claims, requests in flight, progress), and
+    sent by :class:`~leadsquared_provider.steps.send.BatchSender` (claims, requests in flight, progress), and
     each lead's outcome is written to the store as it comes. Returns only counts. Wrong keys, host or a
     redirect fail the task without retry; a broken rate budget fails it (its unsent leads are carried over).
 
@@ -45,7 +45,7 @@ class LeadSquaredResetOperator(BaseOperator):
     :param progress_every_seconds: how often progress is logged.
 
     Unless ``execution_timeout`` is given, each try gets one derived from its batch's size and the
-    connection's rate (:func:`~leadsquared_provider.planning.batch_time_limit`), set in :meth:`pre_execute`.
+    connection's rate (:func:`~leadsquared_provider.rules.planning.batch_time_limit`), set in :meth:`pre_execute`.
     """
 
     template_fields: Sequence[str] = ("batch", "leadsquared_conn_id", "state_conn_id", "max_in_flight")
@@ -75,8 +75,8 @@ class LeadSquaredResetOperator(BaseOperator):
         if self.execution_timeout is not None:
             return
         from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
-        from leadsquared_provider.planning import batch_time_limit
-        from leadsquared_provider.state_store import StateStore, run_key
+        from leadsquared_provider.rules.planning import batch_time_limit
+        from leadsquared_provider.store.state_store import StateStore, run_key
 
         number = _whole("batch", self.batch, 1, 1_000_000)
         dag_run = context["dag_run"]
@@ -91,11 +91,11 @@ class LeadSquaredResetOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
-        from leadsquared_provider.outcomes import Outcome, ResetResult
-        from leadsquared_provider.planning import batch_label
-        from leadsquared_provider.reset_request import ResetScope
-        from leadsquared_provider.sender import BatchSender, owner_for, refused_meanwhile
-        from leadsquared_provider.state_store import BatchScope, StateStore, run_key
+        from leadsquared_provider.rules.outcomes import Outcome, ResetResult
+        from leadsquared_provider.rules.planning import batch_label
+        from leadsquared_provider.rules.request import ResetScope
+        from leadsquared_provider.steps.send import BatchSender, owner_for, refused_meanwhile
+        from leadsquared_provider.store.state_store import BatchScope, StateStore, run_key
 
         in_flight = _whole("max_in_flight", self.max_in_flight, 1, MAX_IN_FLIGHT)
         number = _whole("batch", self.batch, 1, 1_000_000)

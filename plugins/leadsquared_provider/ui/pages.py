@@ -28,7 +28,7 @@ OUTCOME_MEANING = {
     "unfinished": "staged but not finished yet (the run is going on, its batch never ran, or a request was in "
     "flight when its process died)",
 }
-# The verification step's results (leadsquared_provider.verification.Check).
+# The verification step's results (leadsquared_provider.steps.verify.Check).
 VERIFICATION_MEANING = {
     "verified": "the activities the reset was to delete are gone",
     "still_present": "some remain",

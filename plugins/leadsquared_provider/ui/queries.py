@@ -1,4 +1,4 @@
-"""What the resets page reads from the state store: SQLAlchemy Core over :mod:`leadsquared_provider.state_schema`.
+"""What the resets page reads from the state store: SQLAlchemy Core over :mod:`leadsquared_provider.store.schema`.
 
 Read-only and paged. Every query is served by an index of the schema:
 
@@ -26,9 +26,9 @@ from urllib.parse import quote
 
 from sqlalchemy import case, func, inspect, select
 
-from leadsquared_provider import state_schema as t
-from leadsquared_provider.outcomes import Outcome
-from leadsquared_provider.state_store import UNFINISHED, run_counts
+from leadsquared_provider.rules.outcomes import Outcome
+from leadsquared_provider.store import schema as t
+from leadsquared_provider.store.state_store import UNFINISHED, run_counts
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -51,7 +51,7 @@ OUTCOME_ORDER = (
     *(o for o in NOT_RESET if o is not Outcome.SENDING),
     UNFINISHED,
 )
-# The verify step (leadsquared_provider.verification) writes state_schema.verification; a store that no run of
+# The verify step (leadsquared_provider.steps.verify) writes state_schema.verification; a store that no run of
 # a provider with that step has touched yet lacks the table, and the page (which never creates tables) says so.
 VERIFIED = "verified"
 _VERIFICATION_SHOWN = ("lead_id", "result", "remaining_count", "remaining_ids", "message", "checked_at")
@@ -170,7 +170,7 @@ def read_engine(conn_id: str) -> Engine:
         if not Path(conn.host).exists():
             raise StoreUnavailable(f"the state store {conn.host} does not exist yet: no run has been planned")
         return sqlite_read_engine(conn.host)
-    from leadsquared_provider.state_store import StateStore
+    from leadsquared_provider.store.state_store import StateStore
 
     return StateStore(conn_id).engine
 
@@ -237,7 +237,7 @@ def run_facts(conn: Connection, key: str) -> RunFacts | None:
 
 
 def outcome_counts(conn: Connection, key: str) -> dict[str, int]:
-    """The run's counts (:func:`~leadsquared_provider.state_store.run_counts`, as the report reads them), in
+    """The run's counts (:func:`~leadsquared_provider.store.state_store.run_counts`, as the report reads them), in
     :data:`OUTCOME_ORDER` (then any other outcome)."""
     found = run_counts(conn, key)
     ordered = {str(o): found.pop(str(o)) for o in OUTCOME_ORDER if str(o) in found}

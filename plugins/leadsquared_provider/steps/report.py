@@ -1,0 +1,184 @@
+"""A run's summary as read back from the state store, and the verdict that fails a bad run."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from leadsquared_provider.exceptions import LeadSquaredAuthError, PlanError, ResetFailuresError
+from leadsquared_provider.rate_budget.day import utc_text
+from leadsquared_provider.rules.outcomes import Outcome
+from leadsquared_provider.store.state_store import UNFINISHED
+
+if TYPE_CHECKING:
+    from leadsquared_provider.rules.params import RunParams
+    from leadsquared_provider.steps.verify import VerifyParams
+    from leadsquared_provider.store.state_store import StateStore
+
+# Leads this run did not reset and nobody else is resetting: they fail a batch's check and the run.
+FAILURE_OUTCOMES = (Outcome.FAILED, Outcome.AUTH_FAILED, Outcome.SKIPPED)
+SHOWN = 10
+
+log = logging.getLogger(__name__)
+
+
+def batch_failures(counts: dict[str, int]) -> int:
+    return sum(counts.get(outcome, 0) for outcome in FAILURE_OUTCOMES)
+
+
+def build_summary(store: StateStore, key: str) -> dict[str, Any]:
+    """The run's summary: counts per outcome, failures, rejections, repeats and the leads behind them.
+
+    :raises LookupError: the run was never planned.
+    """
+    run = store.load_run(key)
+    counts = store.run_counts(key)
+    unfinished = counts.get(UNFINISHED, 0)
+    total = run.candidates + run.invalid + run.carried_over
+    rejected = counts.get(Outcome.REJECTED, 0)
+    return {
+        "run": key,
+        "dry_run": run.dry_run,
+        "window": {"from": run.scope.get("from_date"), "to": run.scope.get("to_date")},
+        "candidates": run.candidates,
+        "retried_from_earlier_runs": run.carried_over,
+        "invalid_ids": run.invalid,
+        "batches": run.batches,
+        "counts": {str(k): v for k, v in sorted(counts.items())},
+        "failures": batch_failures(counts) + unfinished,
+        "rejected": rejected,
+        "rejected_share": round(rejected / total, 4) if total else 0.0,
+        "possibly_repeated": store.repeated_count(key),
+        "possibly_repeated_leads": [row["lead_id"] for row in store.leads_with(key, repeated=True, limit=SHOWN)],
+        "held_elsewhere": store.leads_with(key, [Outcome.IN_PROGRESS_ELSEWHERE], limit=SHOWN),
+        "already_done_leads": store.leads_with(key, [Outcome.ALREADY_DONE], limit=SHOWN),
+        "rate_limited_answers": store.rate_limited_answers(key),
+        # Over today's share of the daily quota: not failures; the next run sends them for their window.
+        "deferred": counts.get(Outcome.DEFERRED, 0),
+        "first_failed": store.leads_with(key, [*FAILURE_OUTCOMES, Outcome.REJECTED], limit=SHOWN),
+    }
+
+
+def unresolved(summary: dict[str, Any]) -> int:
+    """Leads the next run should pick up: failures, unfinished, deferred and leads held by owners that may
+    fail."""
+    counts = summary["counts"]
+    return summary["failures"] + counts.get(Outcome.IN_PROGRESS_ELSEWHERE, 0) + counts.get(Outcome.DEFERRED, 0)
+
+
+def verdict(summary: dict[str, Any], params: RunParams) -> None:
+    """Fail the run on refused keys, failures over ``failure_threshold`` or rejections over their share.
+
+    :raises LeadSquaredAuthError, ResetFailuresError: the run failed; the summary says why.
+    """
+    if summary["counts"].get(Outcome.AUTH_FAILED):
+        raise LeadSquaredAuthError(
+            "LeadSquared refused the keys, host or permission: fix the connection and clear the run",
+            status_code=None,
+            exception_type=None,
+        )
+    if summary["failures"] > params.failure_threshold:
+        raise ResetFailuresError(
+            f"{summary['failures']} lead(s) not reset, over failure_threshold={params.failure_threshold}: "
+            "see the report above"
+        )
+    if summary["rejected"] and summary["rejected_share"] > params.max_rejected_share:
+        raise ResetFailuresError(
+            f"{summary['rejected']} lead(s) rejected ({summary['rejected_share']:.0%} of the candidates), over "
+            f"max_rejected_share={params.max_rejected_share:g}: check the candidate query's ids and account"
+        )
+
+
+def add_verification(
+    store: StateStore, key: str, summary: dict[str, Any], verify: VerifyParams, *, finished: bool
+) -> None:
+    """Add the verify step's results: ``verification`` (counts, or why nothing was verified) and
+    ``still_present_leads`` (the first 10 leads still holding what their reset was to delete)."""
+    from leadsquared_provider.steps.verify import verification_summary
+
+    part, still_present = verification_summary(
+        store,
+        key,
+        dry_run=summary["dry_run"],
+        queued=summary["counts"].get(Outcome.QUEUED, 0),
+        params=verify,
+        finished=finished,
+    )
+    summary["verification"] = part
+    summary["still_present_leads"] = still_present
+
+
+def verification_verdict(summary: dict[str, Any], verify: VerifyParams) -> None:
+    """Fail the run when more sampled leads than ``max_still_present`` still hold what their reset was to
+    delete, or when the verify step did not finish.
+
+    :raises ResetFailuresError: the run failed; the summary says why.
+    """
+    part = summary.get("verification") or {}
+    if "missing" in part:
+        raise ResetFailuresError(f"the resets were not verified: {part['missing']}")
+    still = part.get("still_present", 0)
+    if still > verify.max_still_present:
+        leads = ", ".join(row["lead_id"] for row in summary.get("still_present_leads", [])[:3])
+        raise ResetFailuresError(
+            f"{still} of {part['sampled']} sampled lead(s) still hold activities their reset was to delete, "
+            f"{verify.delay_seconds} s after the last reset was queued (over max_still_present="
+            f"{verify.max_still_present}): LeadSquared accepted these resets but did not carry them out "
+            f"(e.g. {leads}); see still_present_leads"
+        )
+
+
+def report_run(
+    store: StateStore,
+    key: str,
+    params: RunParams,
+    *,
+    push: Callable[[dict[str, Any]], None],
+    effective_rate: Callable[[], float | None] = lambda: None,
+    day_restarts: Callable[[], float | None] = lambda: None,
+    export: Callable[[], int] | None = None,
+    verify: VerifyParams | None = None,
+    verify_finished: bool = False,
+) -> dict[str, Any]:
+    """Summarise the run, close it for carry-over, push the summary, export its audit if asked, then judge it.
+
+    ``day_restarts`` gives when the account's daily quota frees up again (epoch s; None: no quota stated),
+    named in the summary when leads were deferred. With ``verify`` (the verify step's params), the summary
+    gains the step's results and the run fails when too many sampled leads still hold their activities;
+    ``verify_finished`` says the verify task finished.
+    The summary is pushed before the export and before the verdict, so it can be read whatever fails; an
+    export that fails is pushed again with ``audit_export_error`` and raised after the verdict:
+    an :class:`AuditExportError` whose ``deterministic`` is false is transient, and the task's retry runs the
+    whole report again (the export replaces the run's rows).
+    """
+    from leadsquared_provider.rules.report_text import format_report
+    from leadsquared_provider.warehouse.candidates import AuditExportError
+
+    try:
+        summary = build_summary(store, key)
+    except LookupError:
+        raise PlanError(f"run {key} has no plan (the plan task failed): nothing was sent") from None
+    if not summary["dry_run"]:
+        summary["effective_rate_per_window"] = effective_rate()
+    if summary["deferred"] and (restarts := day_restarts()) is not None:  # when the deferred leads can go
+        summary["day_restarts"] = utc_text(restarts)
+    if verify is not None:
+        add_verification(store, key, summary, verify, finished=verify_finished)
+    store.close_run(key, unresolved(summary))
+    push(summary)
+    export_failed: AuditExportError | None = None
+    if export is not None:
+        try:
+            summary["audit_exported_rows"] = export()
+        except AuditExportError as failed:
+            summary["audit_export_error"] = str(failed)
+            export_failed = failed
+        push(summary)
+    log.info("\n%s", format_report(summary))
+    verdict(summary, params)
+    if verify is not None:
+        verification_verdict(summary, verify)
+    if export_failed is not None:
+        raise export_failed
+    return summary
