@@ -57,16 +57,18 @@ wheels-check: $(RUN_STAMP)  ## fails if `make run`'s install would build anythin
 		echo "error: 'make run' would build a package from source (no wheel for this platform): see above" >&2; \
 		exit 1; fi; echo "wheels-check: every package 'make run' installs is a wheel"
 
-check: $(DEV_STAMP)  ## lint + the tests that need no server, browser or scheduler (the inner loop)
+check: $(DEV_STAMP)  ## lint, types + the tests that need no server, browser or scheduler (the inner loop)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -m "$(FAST)" -n $(CHECK_WORKERS) --no-loadscope-reorder --durations=10
 
 test: system-packages wheels-check $(DEV_STAMP) $(MYSQL_STAMP)  ## the whole test suite, end-to-end and browser tests included
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder --durations=25 --junitxml=test-artifacts/junit.xml
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 bench: $(RUN_STAMP) $(DEV_STAMP)  ## benchmarks under the real scheduler; figures go to bench/RESULTS.md
 	$(BIN)/python -m bench.run
