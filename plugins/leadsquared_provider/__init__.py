@@ -6,6 +6,8 @@ This module holds the version and :func:`get_provider_info` only; the connection
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 # The state store's connection (sqlite or postgres) unless a DAG names another. Here, not in `state_store`,
@@ -14,7 +16,7 @@ __version__ = "0.1.0"
 DEFAULT_STATE_CONN_ID = "leadsquared_state"
 
 
-def get_provider_info() -> dict:
+def get_provider_info() -> dict[str, Any]:
     """Entry point read by Airflow's ProvidersManager: registers connection type ``leadsquared``."""
     from leadsquared_provider.settings import LeadSquaredSettings
 

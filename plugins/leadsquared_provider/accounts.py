@@ -193,7 +193,7 @@ def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
-                return value_node
+                return value_node  # type: ignore[no-any-return]
     return None
 
 
@@ -253,11 +253,11 @@ def _entry(index: int, entry: Any, node: yaml.Node | None, sql_dir: Path | None,
     def fail(field: str | None, message: str) -> None:
         problems.add(message, entry=label, line=lines.get(field or "", _line(node)))
 
-    for key, line in _mapping_keys(node):
-        if key in lines:
-            problems.add(f"field {key!r} given twice (first on line {lines[key]})", entry=label, line=line)
+    for given, line in _mapping_keys(node):
+        if given in lines:
+            problems.add(f"field {given!r} given twice (first on line {lines[given]})", entry=label, line=line)
         else:
-            lines[key] = line
+            lines[given] = line
     known = set(REQUIRED_FIELDS) | set(OPTIONAL_FIELDS)
     for field in entry:
         if field not in known:
@@ -358,7 +358,7 @@ def _categories(value: Any) -> tuple[Categories | None, str | None]:
     unknown = [key for key in value if key not in CATEGORY_KEYS]
     if unknown:
         return None, f"categories: unknown key {unknown[0]!r} ({_known(unknown[0], CATEGORY_KEYS)})"
-    lists = {}
+    lists: dict[str, Any] = {}
     for key in CATEGORY_KEYS[:3]:
         items = value.get(key) or []
         if not isinstance(items, list):

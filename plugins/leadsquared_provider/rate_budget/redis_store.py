@@ -158,7 +158,8 @@ class RedisStore:
             return state, now, result
 
         with self._errors():
-            return self.redis.transaction(transaction, self.state_key, value_from_callable=True)
+            # value_from_callable: redis-py returns what the callable returned (its stubs say None)
+            return self.redis.transaction(transaction, self.state_key, value_from_callable=True)  # type: ignore[arg-type,return-value]
 
     def take(self, rule: Rule, now: int) -> int | None:
         """Log one unit if the window has room; else the ms until it should. ``now`` is the server's time."""
@@ -175,7 +176,7 @@ class RedisStore:
                 self._buckets.clear()
                 bucket = self._bucket(rule)
                 taken = bucket.put(item)
-            return None if taken else int(bucket.waiting(item))
+            return None if taken else int(bucket.waiting(item))  # type: ignore[arg-type]  # synchronous: an int
 
     def _bucket(self, rule: Rule) -> AbstractBucket:
         bucket = self._buckets.get(rule)

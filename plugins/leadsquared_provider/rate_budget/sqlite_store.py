@@ -123,7 +123,7 @@ class SQLiteStore:
             item = RateItem(ITEM_NAME, now)
             if bucket.put(item):
                 return None
-            return int(bucket.waiting(item))
+            return int(bucket.waiting(item))  # type: ignore[arg-type]  # a synchronous bucket: an int
 
     def day(self, quota: DailyQuota, take: bool) -> tuple[int, int | None]:
         """The day's calls so far (and its oldest bucket's time, ms); with ``take``, count one more first if

@@ -93,7 +93,7 @@ def _nice_ceiling(value: float) -> float:
     if value <= 0:
         return 1.0
     power = 10 ** math.floor(math.log10(value))
-    return next(factor * power for factor in (1, 2, 2.5, 5, 10) if factor * power >= value)
+    return float(next(factor * power for factor in (1, 2, 2.5, 5, 10) if factor * power >= value))
 
 
 def render_svg(series: RateSeries, limit: Limit | None) -> str:
