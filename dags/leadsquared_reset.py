@@ -45,7 +45,6 @@ from airflow.sdk import (
     DAG,
     CronDataIntervalTimetable,
     Param,
-    PokeReturnValue,
     dag,
     get_current_context,
     task,
@@ -64,11 +63,12 @@ from leadsquared_provider.rules.params import (
     MAX_IN_FLIGHT,
     MAX_VERIFY_DELAY_SECONDS,
     MAX_VERIFY_SAMPLE,
-    POKE_INTERVAL_SECONDS,
 )
+from leadsquared_provider.sensors.verify import LeadSquaredVerifySensor
 
 # ---- Edit here: the defaults of every run (each can be overridden in the trigger form) ------------------
-# One DAG per account of include/leadsquared_accounts.yaml; an account may set its own of these defaults.
+# One DAG per account of include/leadsquared_accounts.yaml; an account may set its own of these defaults, and
+# names its own LeadSquared connection and pool there.
 LOCAL_TIMEZONE = "Asia/Kolkata"  # the day boundary of scheduled runs (the API's example window is IST days)
 SCHEDULE = "0 0 * * *"  # once a day, covering the previous day
 DEFAULT_CATEGORIES = {
@@ -77,10 +77,8 @@ DEFAULT_CATEGORIES = {
     "audit_types": ["StageChange", "OwnerChange"],
     "delete_notes": False,
 }
-LEADSQUARED_CONN_ID = "leadsquared_default"  # the shipped account's (accounts file: leadsquared_conn_id)
 WAREHOUSE_CONN_ID = "warehouse_default"  # read only: the candidate query (and the optional audit export)
 STATE_CONN_ID = "leadsquared_state"  # sqlite (one machine) or postgres: runs, claims, outcomes (all accounts)
-POOL = "leadsquared_api"  # the shipped account's (accounts file: pool, pool_slots); caps its batches in flight
 # ----------------------------------------------------------------------------------------------------------
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -230,54 +228,23 @@ def leadsquared_reset(account: Account) -> DAG:
         @task
         def plan() -> list[int]:
             """Window, keys, candidates, guards; stages the batches in the state store and returns their numbers."""
-            from airflow.sdk import conf
-            from airflow.sdk.exceptions import AirflowFailException
+            from leadsquared_provider.steps.plan import plan_step
 
-            from leadsquared_provider.exceptions import PlanError
-            from leadsquared_provider.rules.params import RunParams
-            from leadsquared_provider.steps.plan import RunIdentity, plan_run
-
-            context = get_current_context()
-            dag_run = context["dag_run"]
-            template = context["dag"].get_template_env().get_template(candidate_query)
-            try:
-                return plan_run(
-                    RunIdentity(
-                        dag_id=dag_run.dag_id,
-                        run_id=dag_run.run_id,
-                        run_type=str(getattr(dag_run.run_type, "value", dag_run.run_type)),
-                        interval_start=context.get("data_interval_start"),
-                        interval_end=context.get("data_interval_end"),
-                    ),
-                    RunParams.from_params(context["params"]),
-                    render_query=lambda start, end: template.render(**context, window_start=start, window_end=end),
-                    warehouse_conn_id=warehouse_conn_id,
-                    leadsquared_conn_id=leadsquared_conn_id,
-                    state_conn_id=STATE_CONN_ID,
-                    executor=conf.get("core", "executor"),
-                    query_name=f"include/sql/{candidate_query}",
-                )
-            except PlanError as refused:  # bad params, guards, keys, a broken query: retrying would not help
-                raise AirflowFailException(str(refused)) from refused
+            return plan_step(
+                get_current_context(),
+                candidate_query=candidate_query,
+                query_name=f"include/sql/{candidate_query}",
+                warehouse_conn_id=warehouse_conn_id,
+                leadsquared_conn_id=leadsquared_conn_id,
+                state_conn_id=STATE_CONN_ID,
+            )
 
         @task(map_index_template="{{ batch_label }}")
         def check(batch: int) -> None:
             """Fail when this batch holds leads that were not reset."""
-            from airflow.sdk.exceptions import AirflowFailException
+            from leadsquared_provider.steps.report import check_batch
 
-            from leadsquared_provider.rules.planning import batch_label
-            from leadsquared_provider.steps.report import batch_failures
-            from leadsquared_provider.store.state_store import StateStore, run_key
-
-            context = get_current_context()
-            key = run_key(context["dag_run"].dag_id, context["dag_run"].run_id)
-            with StateStore(STATE_CONN_ID) as store:
-                label = batch_label(store.load_run(key).batch(int(batch)))
-                counts = store.outcome_counts(key, batch=int(batch))
-            context["batch_label"] = label
-            print(f"{label}: {counts}")  # the task log; no XCom, which would grow with the batch count
-            if batch_failures(counts):  # final: the store will say the same on a retry
-                raise AirflowFailException(f"{label} holds {batch_failures(counts)} lead(s) not reset: {counts}")
+            check_batch(get_current_context(), batch, state_conn_id=STATE_CONN_ID)
 
         @task_group(group_id="reset_batch")
         def reset_batch(batch: int) -> None:
@@ -292,37 +259,10 @@ def leadsquared_reset(account: Account) -> DAG:
             )
             reset >> check(batch)
 
-        @task.sensor(
-            mode="reschedule",  # between pokes the task holds no worker slot (and needs no triggerer)
-            poke_interval=POKE_INTERVAL_SECONDS,
-            timeout=MAX_VERIFY_DELAY_SECONDS + 3600,
-            trigger_rule="all_done",  # failed batches too: their queued leads are verified all the same
+        # After every batch, failed ones too; waits between pokes without a worker slot.
+        verify = LeadSquaredVerifySensor(
+            task_id="verify", leadsquared_conn_id=leadsquared_conn_id, state_conn_id=STATE_CONN_ID
         )
-        def verify() -> PokeReturnValue:
-            """Read back a sample of the run's queued leads until they are verified or the delay is over."""
-            from airflow.sdk.exceptions import AirflowFailException
-
-            from leadsquared_provider.exceptions import LeadSquaredError
-            from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
-            from leadsquared_provider.steps.verify import VerifyParams, verify_run
-            from leadsquared_provider.store.state_store import StateStore, run_key
-
-            context = get_current_context()
-            key = run_key(context["dag_run"].dag_id, context["dag_run"].run_id)
-            try:
-                params = VerifyParams.from_params(context["params"])
-            except LeadSquaredError as refused:
-                raise AirflowFailException(str(refused)) from refused
-            with StateStore(STATE_CONN_ID) as store:
-                account = store.load_run(key).account
-                step = verify_run(
-                    store,
-                    key,
-                    params,
-                    hook_factory=lambda: LeadSquaredHook(leadsquared_conn_id=leadsquared_conn_id, account=account),
-                )
-            print(f"verification: {step.status}")
-            return PokeReturnValue(is_done=step.done, xcom_value=step.status if step.done else None)
 
         # Alerts when the run fails (credentials, failures over the threshold, a guard), and a notice when it
         # deferred leads to the next run (the daily quota): add Slack/e-mail beside them.
@@ -334,55 +274,18 @@ def leadsquared_reset(account: Account) -> DAG:
         )
         def report() -> dict:
             """Read the run's outcomes back from the state store; fail on keys, failures or rejections."""
-            from airflow.sdk.exceptions import AirflowFailException
+            from leadsquared_provider.steps.report import report_step
 
-            from leadsquared_provider.exceptions import LeadSquaredError
-            from leadsquared_provider.rules.params import RunParams
-            from leadsquared_provider.steps.report import report_run
-            from leadsquared_provider.steps.verify import VerifyParams
-            from leadsquared_provider.store.state_store import StateStore, run_key
-            from leadsquared_provider.warehouse.candidates import run_audit_export
+            return report_step(
+                get_current_context(),
+                leadsquared_conn_id=leadsquared_conn_id,
+                warehouse_conn_id=warehouse_conn_id,
+                state_conn_id=STATE_CONN_ID,
+            )
 
-            context = get_current_context()
-            key = run_key(context["dag_run"].dag_id, context["dag_run"].run_id)
-            try:
-                params = RunParams.from_params(context["params"])
-                with StateStore(STATE_CONN_ID) as store:
-                    return report_run(
-                        store,
-                        key,
-                        params,
-                        push=lambda summary: context["ti"].xcom_push(key="return_value", value=summary),
-                        effective_rate=lambda: _effective_rate(leadsquared_conn_id, store.load_run(key).account),
-                        day_restarts=lambda: _day_restarts(leadsquared_conn_id, store.load_run(key).account),
-                        export=run_audit_export(store, key, params.audit_export_table, warehouse_conn_id),
-                        verify=VerifyParams.from_params(context["params"]),
-                        verify_finished=context["ti"].xcom_pull(task_ids="verify") is not None,
-                    )
-            except LeadSquaredError as verdict:  # final: a retry reads the same
-                if not getattr(verdict, "deterministic", True):
-                    raise  # a transient audit-export failure: the task's retry reports and exports again
-                raise AirflowFailException(str(verdict)) from verdict
-
-        reset_batch.expand(batch=plan()) >> verify() >> report()
+        reset_batch.expand(batch=plan()) >> verify >> report()
 
     return account_dag()
-
-
-def _effective_rate(conn_id: str, account: str | None) -> float | None:
-    from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
-
-    if account is None:  # a dry run: it never learnt the account, and asking would be a call
-        return None
-    return round(LeadSquaredHook(leadsquared_conn_id=conn_id, account=account).budget.effective_limit(), 2)
-
-
-def _day_restarts(conn_id: str, account: str | None) -> float | None:
-    from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
-
-    if account is None:
-        return None
-    return LeadSquaredHook(leadsquared_conn_id=conn_id, account=account).budget.day_restarts_at()
 
 
 for _account in load_accounts(accounts_file(PROJECT_DIR), sql_dir=SQL_DIR):

@@ -66,7 +66,9 @@ def test_two_accounts_give_two_dags_each_with_its_own_ids_and_pool(parse):
     ]:
         tasks = {t.task_id: t for t in dag.tasks}
         assert set(tasks) == {"plan", "reset_batch.reset", "reset_batch.check", "verify", "report"}
-        assert closure(tasks["verify"])["leadsquared_conn_id"] == conn_id  # reads with the account's own keys
+        verify = tasks["verify"]
+        assert type(verify).__name__ == "LeadSquaredVerifySensor"
+        assert (verify.leadsquared_conn_id, verify.state_conn_id) == (conn_id, "leadsquared_state")  # own keys
         reset = tasks["reset_batch.reset"]
         assert (reset.leadsquared_conn_id, reset.pool, reset.state_conn_id) == (conn_id, pool, "leadsquared_state")
         assert {t.pool for t in dag.tasks} == {pool, "default_pool"}
@@ -119,9 +121,13 @@ def test_shipped_file_gives_exactly_todays_dag(monkeypatch):
     assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 0 * * *", "Asia/Kolkata")
 
 
-def test_dag_file_constants_are_the_shipped_accounts():
-    """tests/distributed reads these constants from the DAG file's source: they must say what the file does."""
+def test_dag_file_constants_are_the_shipped_accounts(monkeypatch):
+    """tests/distributed reads the shipped DAG's connection ids and pool from the DAG file's source and the
+    accounts file (:func:`dag_settings`): they must say what the DAG does."""
+    from airflow.dag_processing.dagbag import DagBag
+
     from leadsquared_provider.accounts import load_accounts
+    from tests.distributed.topology import dag_settings
 
     constants = {
         node.targets[0].id: ast.literal_eval(node.value)
@@ -130,12 +136,34 @@ def test_dag_file_constants_are_the_shipped_accounts():
         if node.targets[0].id in {"LEADSQUARED_CONN_ID", "WAREHOUSE_CONN_ID", "STATE_CONN_ID", "POOL"}
     }
     (shipped,) = load_accounts(PROJECT / "include" / "leadsquared_accounts.yaml")
-    assert constants == {
+    assert constants == {"WAREHOUSE_CONN_ID": shipped.warehouse_conn_id, "STATE_CONN_ID": "leadsquared_state"}
+    assert dag_settings() == {
         "LEADSQUARED_CONN_ID": shipped.leadsquared_conn_id,
         "WAREHOUSE_CONN_ID": shipped.warehouse_conn_id,
         "STATE_CONN_ID": "leadsquared_state",
         "POOL": shipped.pool,
     }
+    monkeypatch.delenv("LEADSQUARED_ACCOUNTS_FILE", raising=False)
+    dag = DagBag(dag_folder=str(DAGS)).dags["leadsquared_reset"]
+    reset = dag.get_task("reset_batch.reset")
+    assert dag_settings() == {
+        "LEADSQUARED_CONN_ID": reset.leadsquared_conn_id,
+        "WAREHOUSE_CONN_ID": closure(dag.get_task("plan"))["warehouse_conn_id"],
+        "STATE_CONN_ID": reset.state_conn_id,
+        "POOL": reset.pool,
+    }
+
+
+def test_every_setting_of_the_dag_file_is_read():
+    """Nothing under "Edit here" (or anywhere at the top of the DAG file) is a setting that nothing reads."""
+    tree = ast.parse(DAG_FILE.read_text())
+    assigned = {
+        node.targets[0].id
+        for node in tree.body
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+    }
+    read = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+    assert assigned and assigned <= read, f"never read: {sorted(assigned - read)}"
 
 
 BASE = """\

@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 PROJECT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = PROJECT / "docker-compose.yaml"
 ENV_EXAMPLE = PROJECT / ".env.example"
 DAG_FILE = PROJECT / "dags" / "leadsquared_reset.py"
+ACCOUNTS_FILE = PROJECT / "include" / "leadsquared_accounts.yaml"
 POOLS_FILE = "include/pools.json"
 
 EXECUTOR = "CeleryExecutor"
@@ -110,8 +113,9 @@ def worker_command(hostname: str) -> str:
 
 
 def dag_settings() -> dict[str, str]:
-    """The DAG file's connection ids and pool, read from its source (no Airflow import)."""
-    wanted = {"LEADSQUARED_CONN_ID", "WAREHOUSE_CONN_ID", "STATE_CONN_ID", "POOL"}
+    """The shipped DAG's connection ids and pool (no Airflow import): the warehouse's and the state store's
+    from the DAG file's source, the LeadSquared connection and the pool from the accounts file's one account."""
+    wanted = {"WAREHOUSE_CONN_ID", "STATE_CONN_ID"}
     found = {}
     for node in ast.parse(DAG_FILE.read_text()).body:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
@@ -120,7 +124,8 @@ def dag_settings() -> dict[str, str]:
         if isinstance(target, ast.Name) and target.id in wanted:
             found[target.id] = ast.literal_eval(node.value)
     assert set(found) == wanted, f"{DAG_FILE} no longer defines {wanted - set(found)}"
-    return found
+    (shipped,) = yaml.safe_load(ACCOUNTS_FILE.read_text())["accounts"]
+    return {**found, "LEADSQUARED_CONN_ID": shipped["leadsquared_conn_id"], "POOL": shipped["pool"]}
 
 
 def pool_names() -> set[str]:

@@ -31,6 +31,8 @@ from leadsquared_provider.rules.planning import (
 from leadsquared_provider.store.state_store import BatchScope, RunRecord, StateStore, run_key
 
 if TYPE_CHECKING:
+    from airflow.sdk import Context
+
     from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
     from leadsquared_provider.rules.params import RunParams
 
@@ -49,6 +51,18 @@ class RunIdentity:
     run_type: str
     interval_start: datetime | None = None
     interval_end: datetime | None = None
+
+    @classmethod
+    def from_context(cls, context: Context) -> RunIdentity:
+        """The task's DAG run, with its data interval (None where the run has none)."""
+        dag_run = context["dag_run"]
+        return cls(
+            dag_id=dag_run.dag_id,
+            run_id=dag_run.run_id,
+            run_type=str(getattr(dag_run.run_type, "value", dag_run.run_type)),
+            interval_start=context.get("data_interval_start"),
+            interval_end=context.get("data_interval_end"),
+        )
 
     @property
     def key(self) -> str:
@@ -280,3 +294,41 @@ def plan_run(
     else:
         log.info("no candidate leads for this window: nothing to send")
     return [b["batch"] for b in batches]
+
+
+def plan_step(
+    context: Context,
+    *,
+    candidate_query: str,
+    warehouse_conn_id: str,
+    leadsquared_conn_id: str,
+    state_conn_id: str,
+    query_name: str | None = None,
+) -> list[int]:
+    """The plan task: plan the task's DAG run with its params; return the batch numbers to ``expand`` over.
+
+    :param candidate_query: the candidate query's template, found on the DAG's ``template_searchpath`` and
+        rendered with the task's context plus ``window_start`` and ``window_end``.
+    :param query_name: the query as messages name it (default: ``candidate_query``).
+    :raises AirflowFailException: refused (bad params, a guard, keys, a deterministic query failure): nothing
+        was sent, and a retry would not help.
+    """
+    from airflow.sdk import conf
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from leadsquared_provider.rules.params import RunParams
+
+    template = context["dag"].get_template_env().get_template(candidate_query)
+    try:
+        return plan_run(
+            RunIdentity.from_context(context),
+            RunParams.from_params(context["params"]),
+            render_query=lambda start, end: template.render(**context, window_start=start, window_end=end),
+            warehouse_conn_id=warehouse_conn_id,
+            leadsquared_conn_id=leadsquared_conn_id,
+            state_conn_id=state_conn_id,
+            executor=conf.get("core", "executor"),
+            query_name=query_name or candidate_query,
+        )
+    except PlanError as refused:
+        raise AirflowFailException(str(refused)) from refused

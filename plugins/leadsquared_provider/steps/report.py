@@ -1,4 +1,8 @@
-"""A run's summary as read back from the state store, and the verdict that fails a bad run."""
+"""A run's summary as read back from the state store, and the verdict that fails a bad run.
+
+Two DAG steps read the store this way: :func:`check_batch` judges one batch after its reset, and
+:func:`report_step` the whole run at the end; both fail on the same outcomes (:data:`FAILURE_OUTCOMES`).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from leadsquared_provider.rules.outcomes import Outcome
 from leadsquared_provider.store.state_store import UNFINISHED
 
 if TYPE_CHECKING:
+    from airflow.sdk import Context
+
     from leadsquared_provider.rules.params import RunParams
     from leadsquared_provider.steps.verify import VerifyParams
     from leadsquared_provider.store.state_store import StateStore
@@ -182,3 +188,94 @@ def report_run(
     if export_failed is not None:
         raise export_failed
     return summary
+
+
+def check_batch(context: Context, batch: int | str, *, state_conn_id: str) -> None:
+    """The check task after a batch's reset: name the mapped task (``context["batch_label"]``, for its
+    ``map_index_template``), log the batch's outcome counts, and fail when it holds leads that were not reset.
+
+    :raises AirflowFailException: the batch holds failures (final: the store says the same on a retry).
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from leadsquared_provider.rules.planning import batch_label
+    from leadsquared_provider.steps.plan import RunIdentity
+    from leadsquared_provider.store.state_store import StateStore
+
+    key = RunIdentity.from_context(context).key
+    number = int(batch)
+    with StateStore(state_conn_id) as store:
+        label = batch_label(store.load_run(key).batch(number))
+        counts = store.outcome_counts(key, batch=number)
+    context["batch_label"] = label  # type: ignore[typeddict-unknown-key]
+    log.info("%s: %s", label, counts)  # the task log; no XCom, which would grow with the batch count
+    failures = batch_failures(counts)
+    if failures:
+        raise AirflowFailException(f"{label} holds {failures} lead(s) not reset: {counts}")
+
+
+def report_step(
+    context: Context,
+    *,
+    leadsquared_conn_id: str,
+    warehouse_conn_id: str,
+    state_conn_id: str,
+    verify_task_id: str | None = "verify",
+) -> dict[str, Any]:
+    """The report task: :func:`report_run` for the task's DAG run, its summary pushed as the task's XCom.
+
+    :param warehouse_conn_id: where the audit is exported when the param ``audit_export_table`` names a table.
+    :param verify_task_id: the run's verify task, whose XCom says it finished (None: the DAG verifies nothing).
+    :raises AirflowFailException: the run failed (keys, failures, rejections, verification, no plan); a retry
+        reads the same.
+    :raises AuditExportError: a transient export failure (``deterministic`` false): the task's retry reports
+        and exports again.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from leadsquared_provider.exceptions import LeadSquaredError
+    from leadsquared_provider.rules.params import RunParams
+    from leadsquared_provider.steps.plan import RunIdentity
+    from leadsquared_provider.steps.verify import VerifyParams
+    from leadsquared_provider.store.state_store import StateStore
+    from leadsquared_provider.warehouse.candidates import run_audit_export
+
+    key = RunIdentity.from_context(context).key
+    ti = context["ti"]
+    try:
+        params = RunParams.from_params(context["params"])
+        with StateStore(state_conn_id) as store:
+            return report_run(
+                store,
+                key,
+                params,
+                push=lambda summary: ti.xcom_push(key="return_value", value=summary),
+                effective_rate=lambda: _effective_rate(leadsquared_conn_id, store.load_run(key).account),
+                day_restarts=lambda: _day_restarts(leadsquared_conn_id, store.load_run(key).account),
+                export=run_audit_export(store, key, params.audit_export_table, warehouse_conn_id),
+                verify=VerifyParams.from_params(context["params"]) if verify_task_id else None,
+                verify_finished=verify_task_id is not None and ti.xcom_pull(task_ids=verify_task_id) is not None,
+            )
+    except LeadSquaredError as failed:
+        if not getattr(failed, "deterministic", True):
+            raise  # a transient audit-export failure: the task's retry reports and exports again
+        raise AirflowFailException(str(failed)) from failed
+
+
+def _effective_rate(leadsquared_conn_id: str, account: str | None) -> float | None:
+    """The calls per window the account's callers may use now (None for a dry run: it never learnt the
+    account, and asking would be a call)."""
+    from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
+
+    if account is None:
+        return None
+    return round(LeadSquaredHook(leadsquared_conn_id=leadsquared_conn_id, account=account).budget.effective_limit(), 2)
+
+
+def _day_restarts(leadsquared_conn_id: str, account: str | None) -> float | None:
+    """When the account's daily quota frees up again (epoch s; None: no quota stated, or a dry run)."""
+    from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
+
+    if account is None:
+        return None
+    return LeadSquaredHook(leadsquared_conn_id=leadsquared_conn_id, account=account).budget.day_restarts_at()
