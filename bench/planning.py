@@ -143,8 +143,8 @@ def staging_yardstick(key: str) -> float | None:
     staging costs without SQLAlchemy's per-row work. None for another driver."""
     from sqlalchemy import delete, select
 
+    from leadsquared_provider.store import StateStore
     from leadsquared_provider.store import schema as t
-    from leadsquared_provider.store.state_store import StateStore
 
     c = t.candidates
     other = f"{key}#yardstick"
@@ -180,7 +180,7 @@ def probe(day: str, run_id: str, max_leads: int, dry_run: bool) -> dict[str, Any
     started = time.perf_counter()
     from leadsquared_provider.rules.params import RunParams
     from leadsquared_provider.steps.plan import RunIdentity, plan_run
-    from leadsquared_provider.store.state_store import StateStore, run_key
+    from leadsquared_provider.store import StateStore, run_key
 
     dag, account = load_dag()
     template = dag.get_template_env().get_template(account.candidate_query)

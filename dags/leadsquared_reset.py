@@ -267,7 +267,7 @@ def leadsquared_reset(account: Account) -> DAG:
 
             from leadsquared_provider.rules.planning import batch_label
             from leadsquared_provider.steps.report import batch_failures
-            from leadsquared_provider.store.state_store import StateStore, run_key
+            from leadsquared_provider.store import StateStore, run_key
 
             context = get_current_context()
             key = run_key(context["dag_run"].dag_id, context["dag_run"].run_id)
@@ -305,7 +305,7 @@ def leadsquared_reset(account: Account) -> DAG:
             from leadsquared_provider.exceptions import LeadSquaredError
             from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
             from leadsquared_provider.steps.verify import VerifyParams, verify_run
-            from leadsquared_provider.store.state_store import StateStore, run_key
+            from leadsquared_provider.store import StateStore, run_key
 
             context = get_current_context()
             key = run_key(context["dag_run"].dag_id, context["dag_run"].run_id)
@@ -340,7 +340,7 @@ def leadsquared_reset(account: Account) -> DAG:
             from leadsquared_provider.rules.params import RunParams
             from leadsquared_provider.steps.report import report_run
             from leadsquared_provider.steps.verify import VerifyParams
-            from leadsquared_provider.store.state_store import StateStore, run_key
+            from leadsquared_provider.store import StateStore, run_key
             from leadsquared_provider.warehouse.candidates import run_audit_export
 
             context = get_current_context()

@@ -8,16 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 from leadsquared_provider.exceptions import LeadSquaredAuthError, PlanError, ResetFailuresError
 from leadsquared_provider.rate_budget.day import utc_text
-from leadsquared_provider.rules.outcomes import Outcome
-from leadsquared_provider.store.state_store import UNFINISHED
+from leadsquared_provider.rules.outcomes import FAILURE_OUTCOMES, UNFINISHED, Outcome
 
 if TYPE_CHECKING:
     from leadsquared_provider.rules.params import RunParams
     from leadsquared_provider.steps.verify import VerifyParams
-    from leadsquared_provider.store.state_store import StateStore
+    from leadsquared_provider.store import StateStore
 
-# Leads this run did not reset and nobody else is resetting: they fail a batch's check and the run.
-FAILURE_OUTCOMES = (Outcome.FAILED, Outcome.AUTH_FAILED, Outcome.SKIPPED)
 SHOWN = 10
 
 log = logging.getLogger(__name__)
@@ -40,7 +37,7 @@ def build_summary(store: StateStore, key: str) -> dict[str, Any]:
     return {
         "run": key,
         "dry_run": run.dry_run,
-        "window": {"from": run.scope.get("from_date"), "to": run.scope.get("to_date")},
+        "window": run.window,
         "candidates": run.candidates,
         "retried_from_earlier_runs": run.carried_over,
         "invalid_ids": run.invalid,
