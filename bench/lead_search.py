@@ -33,9 +33,11 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 
+from leadsquared_provider.rules.request import ResetScope
 from leadsquared_provider.store import reads
 from leadsquared_provider.store import schema as t
 from leadsquared_provider.store.engine import sqlite_read_engine
+from leadsquared_provider.store.runs import scope_json
 
 DAG_ID = "leadsquared_reset"
 CATEGORIES = json.dumps(
@@ -120,7 +122,14 @@ def run_rows(rows: int, leads_per_run: int) -> list[dict[str, Any]]:
                 "run_key": f"{DAG_ID}/scheduled__{day}T18:30:00+00:00",
                 "dag_id": DAG_ID,
                 "run_id": f"scheduled__{day}T18:30:00+00:00",
-                "scope_json": json.dumps({"from_date": f"{day}T18:30:00+00:00", "to_date": None}),
+                "scope_json": scope_json(
+                    ResetScope(
+                        activity_event_codes=(166, 167),
+                        audit_types=("StageChange",),
+                        from_date=f"{day}T18:30:00+00:00",
+                        to_date=time.strftime("%Y-%m-%dT18:29:59+00:00", time.gmtime(start + (run + 1) * 86_400)),
+                    )
+                ),
                 "scope_key": "0" * 64,
                 "dry_run": False,
                 "candidates": min(leads_per_run, rows - run * leads_per_run),

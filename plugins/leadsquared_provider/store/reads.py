@@ -17,7 +17,7 @@ import math
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from sqlalchemy import case, func, inspect, select
 
@@ -187,6 +187,21 @@ def run_leads(
     columns = [a.c[name] for name in AUDIT_COLUMNS]
     stmt = select(*columns).where(*where).order_by(a.c.finished_at, a.c.lead_id)
     return _page(conn, stmt, select(func.count()).select_from(a).where(*where), page, size)
+
+
+class LeadTiming(NamedTuple):
+    """When one lead's sending started and finished, and how long it waited for the budget (epoch seconds)."""
+
+    started_at: float | None
+    finished_at: float | None
+    budget_wait: float | None
+
+
+def sent_lead_timings(conn: Connection, key: str) -> list[LeadTiming]:
+    """The timings of each lead the run sent (at least one request)."""
+    a = t.audit
+    stmt = select(a.c.started_at, a.c.finished_at, a.c.budget_wait).where(a.c.run_key == key, a.c.sends > 0)
+    return [LeadTiming(*row) for row in conn.execute(stmt)]
 
 
 def send_times(conn: Connection, key: str) -> Iterator[float]:
