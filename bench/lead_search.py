@@ -4,7 +4,7 @@ Fills the state store's tables (:mod:`leadsquared_provider.store.schema`, with t
 ``--rows`` audit rows: runs of ``--leads-per-run`` leads drawn from a pool of ``rows / --touches`` leads, so a
 lead was touched by about ``--touches`` runs. Then it times ``--searches`` searches of leads picked at random
 (and one id that no run touched), each doing what the page does per search, with the page's own queries
-(:mod:`leadsquared_provider.ui.queries`): the DAGs with runs, the lead's history (first page + its count,
+(:mod:`leadsquared_provider.store.reads`): the DAGs with runs, the lead's history (first page + its count,
 filtered by DAG) and the recent runs. SQLite is read through the page's read-only engine, PostgreSQL through
 SQLAlchemy as the state store does. Prints the figures (median, p95, max in ms) and each query plan, and one
 JSON line per backend.
@@ -33,8 +33,11 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 
+from leadsquared_provider.rules.request import ResetScope
+from leadsquared_provider.store import reads
 from leadsquared_provider.store import schema as t
-from leadsquared_provider.ui import queries
+from leadsquared_provider.store.engine import sqlite_read_engine
+from leadsquared_provider.store.runs import scope_json
 
 DAG_ID = "leadsquared_reset"
 CATEGORIES = json.dumps(
@@ -119,7 +122,14 @@ def run_rows(rows: int, leads_per_run: int) -> list[dict[str, Any]]:
                 "run_key": f"{DAG_ID}/scheduled__{day}T18:30:00+00:00",
                 "dag_id": DAG_ID,
                 "run_id": f"scheduled__{day}T18:30:00+00:00",
-                "scope_json": json.dumps({"from_date": f"{day}T18:30:00+00:00", "to_date": None}),
+                "scope_json": scope_json(
+                    ResetScope(
+                        activity_event_codes=(166, 167),
+                        audit_types=("StageChange",),
+                        from_date=f"{day}T18:30:00+00:00",
+                        to_date=time.strftime("%Y-%m-%dT18:29:59+00:00", time.gmtime(start + (run + 1) * 86_400)),
+                    )
+                ),
                 "scope_key": "0" * 64,
                 "dry_run": False,
                 "candidates": min(leads_per_run, rows - run * leads_per_run),
@@ -192,23 +202,15 @@ def fill_postgres(engine: Engine, rows: int, leads_per_run: int, touches: float)
 
 def search(conn: Connection, lead_id: str) -> int:
     """What the page reads for one search (auth aside): DAGs with runs, the lead's first page, recent runs."""
-    dags = queries.dags_with_runs(conn)
-    history = queries.lead_history(conn, lead_id, dags, page=1, size=20)
-    queries.recent_runs(conn, dags, page=1, size=10)
+    dags = reads.dags_with_runs(conn)
+    history = reads.lead_history(conn, lead_id, dags, page=1, size=20)
+    reads.recent_runs(conn, dags, page=1, size=10)
     return history.total
 
 
 def query_plan(conn: Connection, lead_id: str) -> str:
     """The database's plan of the lead history query (it must use the (lead_id, finished_at) index)."""
-    from sqlalchemy import select
-
-    a = t.audit
-    stmt = (
-        select(a.c.run_key, a.c.outcome)
-        .where(a.c.lead_id.in_(queries.lead_id_forms(lead_id)), a.c.dag_id.in_([DAG_ID]))
-        .order_by(a.c.finished_at.desc())
-        .limit(20)
-    )
+    stmt = reads.lead_history_select(lead_id, [DAG_ID]).limit(20)
     compiled = stmt.compile(conn, compile_kwargs={"literal_binds": True})
     if conn.dialect.name == "sqlite":
         return " | ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
@@ -243,7 +245,7 @@ def time_searches(engine: Engine, pool: list[str], searches: int, seed: int = 9)
 def sqlite_store(rows: int, leads_per_run: int, touches: float, folder: Path) -> Iterator[tuple[Engine, list[str]]]:
     path = folder / "leadsquared_state.db"
     pool = fill_sqlite(path, rows, leads_per_run, touches)
-    yield queries.sqlite_read_engine(path), pool
+    yield sqlite_read_engine(path), pool
 
 
 @contextmanager

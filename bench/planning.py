@@ -141,17 +141,13 @@ def staging_yardstick(key: str) -> float | None:
     """Seconds to bulk-insert the run's staged candidates again with the database driver alone (sqlite3's
     ``executemany``, psycopg's ``COPY``) into the same table under another run key, then removed: what
     staging costs without SQLAlchemy's per-row work. None for another driver."""
-    from sqlalchemy import delete, select
+    from leadsquared_provider.store import StateStore
 
-    from leadsquared_provider.store import schema as t
-    from leadsquared_provider.store.state_store import StateStore
-
-    c = t.candidates
     other = f"{key}#yardstick"
     insert = "INSERT INTO leadsquared_reset_candidates (run_key, seq, lead_id, scope_key) VALUES (?, ?, ?, ?)"
     with StateStore(STATE_CONN_ID) as store:
-        with store.engine.connect() as conn:
-            rows = conn.execute(select(c.c.lead_id, c.c.scope_key).where(c.c.run_key == key).order_by(c.c.seq)).all()
+        run = store.load_run(key)
+        rows = store.candidate_slice(key, 1, run.candidates + run.carried_over)  # every staged lead
         raw = store.engine.raw_connection()
         try:
             cur = raw.cursor()
@@ -170,8 +166,7 @@ def staging_yardstick(key: str) -> float | None:
             seconds = time.perf_counter() - t0
         finally:
             raw.close()
-        with store.engine.begin() as conn:
-            conn.execute(delete(c).where(c.c.run_key == other))
+        store.stage_candidates(other, [])  # removes the yardstick's rows
     return seconds
 
 
@@ -180,7 +175,7 @@ def probe(day: str, run_id: str, max_leads: int, dry_run: bool) -> dict[str, Any
     started = time.perf_counter()
     from leadsquared_provider.rules.params import RunParams
     from leadsquared_provider.steps.plan import RunIdentity, plan_run
-    from leadsquared_provider.store.state_store import StateStore, run_key
+    from leadsquared_provider.store import StateStore, run_key
 
     dag, account = load_dag()
     template = dag.get_template_env().get_template(account.candidate_query)

@@ -210,17 +210,11 @@ class BenchSession:
 
     def audit_times(self, dag_id: str, run_id: str) -> list[tuple[float | None, float | None, float | None]]:
         """(started_at, finished_at, budget_wait) of each lead the run sent, from the state store's audit."""
-        import sqlite3
+        from leadsquared_provider.store import reads, run_key
+        from leadsquared_provider.store.engine import sqlite_read_engine
 
-        conn = sqlite3.connect(f"file:{self.state_db}?mode=ro", uri=True, timeout=60)
-        try:
-            return conn.execute(
-                "SELECT started_at, finished_at, budget_wait FROM leadsquared_reset_audit "
-                "WHERE run_key = ? AND sends > 0",
-                (f"{dag_id}/{run_id}",),
-            ).fetchall()
-        finally:
-            conn.close()
+        with sqlite_read_engine(self.state_db).connect() as conn:
+            return list(reads.sent_lead_timings(conn, run_key(dag_id, run_id)))
 
 
 @contextmanager

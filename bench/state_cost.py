@@ -51,18 +51,20 @@ def _key(run_id: str) -> str:
 
 def setup(run_id: str, batches: int, leads: int) -> dict[str, Any]:
     """Stage ``batches`` x ``leads`` candidates and the run's record, as the plan does."""
-    from leadsquared_provider.store.state_store import RunRecord, StateStore
+    from leadsquared_provider.rules.request import ResetScope
+    from leadsquared_provider.store import RunRecord, StagedLead, StateStore
 
     total = batches * leads
+    scope = ResetScope.from_mapping(SCOPE)
     with StateStore(STATE_CONN_ID) as store:
-        store.save_scope(SCOPE_KEY, SCOPE)
-        store.stage_candidates(_key(run_id), ((lead, SCOPE_KEY) for lead in lead_ids(total, 4242)))
+        store.save_scope(SCOPE_KEY, scope)
+        store.stage_candidates(_key(run_id), (StagedLead(lead, SCOPE_KEY) for lead in lead_ids(total, 4242)))
         store.save_run(
             RunRecord(
                 run_key=_key(run_id),
                 dag_id=DAG_ID,
                 run_id=run_id,
-                scope=SCOPE,
+                scope=scope,
                 scope_key=SCOPE_KEY,
                 dry_run=False,
                 candidates=total,
@@ -111,14 +113,14 @@ def send_batch(run_id: str, batch: int, start_at: float | None) -> dict[str, Any
     """The state-store half of one batch: read the settled leads, then claim + finish each lead; timed."""
     from leadsquared_provider.rules.outcomes import Outcome, ResetResult
     from leadsquared_provider.steps.send import owner_for
-    from leadsquared_provider.store.state_store import BatchScope, ClaimStatus, StateStore
+    from leadsquared_provider.store import BatchScope, ClaimStatus, StateStore
 
     key = _key(run_id)
     with StateStore(STATE_CONN_ID) as store:
         run = store.load_run(key)
         bounds = run.batch(batch)
         leads = store.candidate_slice(key, bounds["first"], bounds["last"])
-        scopes = store.load_scopes(sk for _, sk in leads)
+        scopes = store.load_scopes(lead.scope_key for lead in leads)
         scope = BatchScope(run_key=key, dag_id=DAG_ID, batch=batch, scopes=scopes)
         owner = owner_for(key, batch, 1)
         counts = _Counts(store.engine)

@@ -46,7 +46,7 @@ class RunReportNotifier(BaseNotifier):
         """The run's summary, or None and why not."""
         from leadsquared_provider.rules.outcomes import redacted
         from leadsquared_provider.steps.report import build_summary
-        from leadsquared_provider.store.state_store import StateStore, run_key
+        from leadsquared_provider.store import StateStore, run_key
 
         try:
             with StateStore(self.state_conn_id) as store:

@@ -76,7 +76,7 @@ class LeadSquaredResetOperator(BaseOperator):
             return
         from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
         from leadsquared_provider.rules.planning import batch_time_limit
-        from leadsquared_provider.store.state_store import StateStore, run_key
+        from leadsquared_provider.store import StateStore, run_key
 
         number = _whole("batch", self.batch, 1, 1_000_000)
         dag_run = context["dag_run"]
@@ -93,9 +93,8 @@ class LeadSquaredResetOperator(BaseOperator):
         from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
         from leadsquared_provider.rules.outcomes import Outcome, ResetResult
         from leadsquared_provider.rules.planning import batch_label
-        from leadsquared_provider.rules.request import ResetScope
         from leadsquared_provider.steps.send import BatchSender, owner_for, refused_meanwhile
-        from leadsquared_provider.store.state_store import BatchScope, StateStore, run_key
+        from leadsquared_provider.store import BatchScope, StateStore, run_key
 
         in_flight = _whole("max_in_flight", self.max_in_flight, 1, MAX_IN_FLIGHT)
         number = _whole("batch", self.batch, 1, 1_000_000)
@@ -107,9 +106,9 @@ class LeadSquaredResetOperator(BaseOperator):
             label = batch_label(bounds)
             context["batch_label"] = label  # type: ignore[typeddict-unknown-key]
             leads = store.candidate_slice(key, bounds["first"], bounds["last"])
-            scopes = store.load_scopes(scope_key for _, scope_key in leads)
+            scopes = store.load_scopes(lead.scope_key for lead in leads)
             batch = BatchScope(run_key=key, dag_id=run.dag_id, batch=number, scopes=scopes)
-            carried = sum(1 for _, scope_key in leads if scope_key != run.scope_key)
+            carried = sum(1 for lead in leads if lead.scope_key != run.scope_key)
             self.log.info(
                 "%s: %d leads (%d retried from earlier runs)%s",
                 label,
@@ -121,8 +120,11 @@ class LeadSquaredResetOperator(BaseOperator):
                 store.record_many(
                     batch,
                     (
-                        (sk, ResetResult.not_sent(lead, Outcome.DRY_RUN, "dry run: would have been sent"))
-                        for lead, sk in leads
+                        (
+                            lead.scope_key,
+                            ResetResult.not_sent(lead.lead_id, Outcome.DRY_RUN, "dry run: would have been sent"),
+                        )
+                        for lead in leads
                     ),
                 )
                 self.log.info("%s: %d leads would have been sent (dry run)", label, len(leads))
@@ -131,7 +133,6 @@ class LeadSquaredResetOperator(BaseOperator):
                 store=store,
                 hook=LeadSquaredHook(leadsquared_conn_id=self.leadsquared_conn_id, account=run.account),
                 batch=batch,
-                typed_scopes={k: ResetScope.from_mapping(v) for k, v in scopes.items()},
                 owner=owner_for(key, number, int(getattr(context.get("ti"), "try_number", 1) or 1)),
                 max_in_flight=in_flight,
                 claim_ttl_seconds=self.claim_ttl_seconds,

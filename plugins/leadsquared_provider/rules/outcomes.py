@@ -78,6 +78,46 @@ SETTLED_OUTCOMES: frozenset[Outcome] = frozenset({Outcome.QUEUED, Outcome.REJECT
 UNRESOLVED_OUTCOMES: frozenset[Outcome] = frozenset(
     {Outcome.FAILED, Outcome.SKIPPED, Outcome.SENDING, Outcome.IN_PROGRESS_ELSEWHERE, Outcome.DEFERRED}
 )
+# Leads the run reset, or found reset by an earlier try or run.
+RESET_OUTCOMES: frozenset[Outcome] = frozenset({Outcome.QUEUED, Outcome.ALREADY_DONE})
+# Leads this run did not reset and nobody else is resetting: they fail a batch's check and the run.
+FAILURE_OUTCOMES: tuple[Outcome, ...] = (Outcome.FAILED, Outcome.AUTH_FAILED, Outcome.SKIPPED)
+# Leads the run did not reset, in the order the resets page shows them.
+NOT_RESET_OUTCOMES: tuple[Outcome, ...] = (
+    Outcome.FAILED,
+    Outcome.AUTH_FAILED,
+    Outcome.SKIPPED,
+    Outcome.REJECTED,
+    Outcome.IN_PROGRESS_ELSEWHERE,
+    Outcome.DEFERRED,
+    Outcome.SENDING,
+)
+# A run's count of staged leads with no final outcome yet (never reached, or left ``sending``): not an outcome
+# of its own, a count beside them (the state store's ``run_counts``).
+UNFINISHED = "unfinished"
+# A run's counts in the order they are shown; a lead left ``sending`` is counted among the unfinished.
+COUNT_ORDER: tuple[str, ...] = (
+    Outcome.QUEUED,
+    Outcome.ALREADY_DONE,
+    Outcome.DRY_RUN,
+    *(o for o in NOT_RESET_OUTCOMES if o is not Outcome.SENDING),
+    UNFINISHED,
+)
+# What each outcome (and the unfinished count) means, in one line.
+OUTCOME_MEANING: dict[str, str] = {
+    Outcome.QUEUED: "LeadSquared accepted the reset",
+    Outcome.ALREADY_DONE: "reset earlier for the same window and categories: not sent again",
+    Outcome.DRY_RUN: "would have been sent (dry run: nothing was sent)",
+    Outcome.FAILED: "no clear answer within the retry budget: a later run sends it again",
+    Outcome.AUTH_FAILED: "LeadSquared refused the keys, host or permission",
+    Outcome.SKIPPED: "not sent: the run stopped before its turn",
+    Outcome.REJECTED: "refused for good: lead not found, not a GUID, or invalid request",
+    Outcome.IN_PROGRESS_ELSEWHERE: "another run or try held the lead: not sent here",
+    Outcome.SENDING: "a request was in flight when its process died",
+    Outcome.DEFERRED: "not sent: over today's share of the account's daily quota; the next run sends it",
+    UNFINISHED: "staged but not finished yet (the run is going on, its batch never ran, or a request was in "
+    "flight when its process died)",
+}
 
 
 class AnswerClass(StrEnum):

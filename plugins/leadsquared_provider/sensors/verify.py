@@ -62,7 +62,7 @@ class LeadSquaredVerifySensor(BaseSensorOperator):
         from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
         from leadsquared_provider.steps.plan import RunIdentity
         from leadsquared_provider.steps.verify import VerifyParams, verify_run
-        from leadsquared_provider.store.state_store import StateStore
+        from leadsquared_provider.store import StateStore
 
         key = RunIdentity.from_context(context).key
         try:

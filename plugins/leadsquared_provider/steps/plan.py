@@ -28,7 +28,7 @@ from leadsquared_provider.rules.planning import (
     clean_candidates,
     resolve_window,
 )
-from leadsquared_provider.store.state_store import BatchScope, RunRecord, StateStore, run_key
+from leadsquared_provider.store import BatchScope, RunRecord, StagedLead, StateStore, run_key
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -121,7 +121,7 @@ def runs_on_several_machines(executor: str) -> bool:
 def check_state_reach(state_conn_id: str, executor: str) -> None:
     """Refuse an SQLite state store when tasks may run on several machines: each would claim leads in a file
     of its own, and two workers could send the same lead."""
-    from leadsquared_provider.store.state_store import state_is_machine_local
+    from leadsquared_provider.store import state_is_machine_local
 
     if runs_on_several_machines(executor) and state_is_machine_local(state_conn_id):
         raise PlanError(
@@ -229,11 +229,11 @@ def plan_run(
         len(cleaned.invalid),
     )
     with StateStore(state_conn_id) as store:
-        carried: list[tuple[str, str]] = []
+        carried: list[StagedLead] = []
         if params.retry_earlier_failures and not params.lead_ids and not params.dry_run:
             earlier = store.carry_over(run.dag_id, run.key)
-            own = {lead for lead, scope_key in earlier if scope_key == scope.key}.intersection(cleaned.valid)
-            carried = [(lead, sk) for lead, sk in earlier if not (sk == scope.key and lead in own)]
+            own = {lead.lead_id for lead in earlier if lead.scope_key == scope.key}.intersection(cleaned.valid)
+            carried = [lead for lead in earlier if not (lead.scope_key == scope.key and lead.lead_id in own)]
         if carried:
             log.info("%d lead(s) left unresolved by earlier runs are retried for their original window", len(carried))
         check_blast_radius(
@@ -245,16 +245,16 @@ def plan_run(
         )
         scope_key = scope.key  # hashes the scope on every access: once here, not once per lead
         # Earlier runs' leads first (the oldest work), then this window's, in the query's order.
-        staged = [*carried, *((lead, scope_key) for lead in cleaned.valid)]
+        staged = [*carried, *(StagedLead(lead_id, scope_key) for lead_id in cleaned.valid)]
         fits = len(staged) if hook is None else fits_today(hook, len(staged), params, spent)
         batches = list(batch_ranges(fits, params.batch_size))
-        store.save_scope(scope_key, scope.to_dict())
+        store.save_scope(scope_key, scope)
         store.stage_candidates(run.key, staged)
         record = RunRecord(
             run_key=run.key,
             dag_id=run.dag_id,
             run_id=run.run_id,
-            scope=scope.to_dict(),
+            scope=scope,
             scope_key=scope_key,
             dry_run=params.dry_run,
             candidates=count,
@@ -270,15 +270,20 @@ def plan_run(
         store.save_run(record)
         if record.deferred:
             deferred = staged[fits:]
-            scopes = store.load_scopes(sk for _, sk in deferred)
+            scopes = store.load_scopes(lead.scope_key for lead in deferred)
             store.record_many(
                 BatchScope(run_key=run.key, dag_id=run.dag_id, batch=0, scopes=scopes),
                 (
-                    (sk, ResetResult.not_sent(lead, Outcome.DEFERRED, "not sent: over today's share of the quota"))
-                    for lead, sk in deferred
+                    (
+                        lead.scope_key,
+                        ResetResult.not_sent(
+                            lead.lead_id, Outcome.DEFERRED, "not sent: over today's share of the quota"
+                        ),
+                    )
+                    for lead in deferred
                 ),
             )
-        batch = BatchScope(run_key=run.key, dag_id=run.dag_id, batch=0, scopes={scope_key: record.scope})
+        batch = BatchScope(run_key=run.key, dag_id=run.dag_id, batch=0, scopes={scope_key: scope})
         store.record_many(
             batch,
             (

@@ -12,18 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from leadsquared_provider.exceptions import LeadSquaredAuthError, PlanError, ResetFailuresError
 from leadsquared_provider.rate_budget.day import utc_text
-from leadsquared_provider.rules.outcomes import Outcome
-from leadsquared_provider.store.state_store import UNFINISHED
+from leadsquared_provider.rules.outcomes import FAILURE_OUTCOMES, UNFINISHED, Outcome
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from leadsquared_provider.rules.params import RunParams
     from leadsquared_provider.steps.verify import VerifyParams
-    from leadsquared_provider.store.state_store import StateStore
+    from leadsquared_provider.store import StateStore
 
-# Leads this run did not reset and nobody else is resetting: they fail a batch's check and the run.
-FAILURE_OUTCOMES = (Outcome.FAILED, Outcome.AUTH_FAILED, Outcome.SKIPPED)
 SHOWN = 10
 
 log = logging.getLogger(__name__)
@@ -46,7 +43,7 @@ def build_summary(store: StateStore, key: str) -> dict[str, Any]:
     return {
         "run": key,
         "dry_run": run.dry_run,
-        "window": {"from": run.scope.get("from_date"), "to": run.scope.get("to_date")},
+        "window": run.window,
         "candidates": run.candidates,
         "retried_from_earlier_runs": run.carried_over,
         "invalid_ids": run.invalid,
@@ -200,7 +197,7 @@ def check_batch(context: Context, batch: int | str, *, state_conn_id: str) -> No
 
     from leadsquared_provider.rules.planning import batch_label
     from leadsquared_provider.steps.plan import RunIdentity
-    from leadsquared_provider.store.state_store import StateStore
+    from leadsquared_provider.store import StateStore
 
     key = RunIdentity.from_context(context).key
     number = int(batch)
@@ -237,7 +234,7 @@ def report_step(
     from leadsquared_provider.rules.params import RunParams
     from leadsquared_provider.steps.plan import RunIdentity
     from leadsquared_provider.steps.verify import VerifyParams
-    from leadsquared_provider.store.state_store import StateStore
+    from leadsquared_provider.store import StateStore
     from leadsquared_provider.warehouse.candidates import run_audit_export
 
     key = RunIdentity.from_context(context).key

@@ -27,13 +27,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from leadsquared_provider.exceptions import DailyQuotaSpent, InvalidConnection, LeadSquaredAuthError, RateBudgetError
 from leadsquared_provider.rules.outcomes import Outcome, ResetResult
-from leadsquared_provider.store.state_store import BatchScope, Claim, ClaimOwner, ClaimStatus, Sighting, StateStore
+from leadsquared_provider.store import BatchScope, Claim, ClaimOwner, ClaimStatus, Sighting, StagedLead, StateStore
 
 if TYPE_CHECKING:
     from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
-    from leadsquared_provider.rules.request import ResetScope
 
-Lead = tuple[str, str]  # (lead_id, scope_key)
 T = TypeVar("T")
 
 # A store error worth waiting out: a lock held past the busy timeout, a dropped or refused connection.
@@ -98,7 +96,6 @@ class BatchSender:
     :param store: the state store.
     :param hook: the account's hook (its budget paces every call).
     :param batch: run, DAG, batch number and the scopes its leads are reset under.
-    :param typed_scopes: the same scopes, validated, by scope key.
     :param owner: who holds this batch's claims.
     :param max_in_flight: requests out at once; a killed task may repeat at most this many.
     :param claim_ttl_seconds: a claim not refreshed for this long is taken over by others.
@@ -112,7 +109,6 @@ class BatchSender:
         store: StateStore,
         hook: LeadSquaredHook,
         batch: BatchScope,
-        typed_scopes: dict[str, ResetScope],
         owner: ClaimOwner,
         max_in_flight: int = 4,
         claim_ttl_seconds: float = 30.0,
@@ -122,7 +118,7 @@ class BatchSender:
         run_stopped: Callable[[], bool] | None = None,
         log: logging.Logger | None = None,
     ) -> None:
-        self.store, self.hook, self.batch, self.typed_scopes, self.owner = store, hook, batch, typed_scopes, owner
+        self.store, self.hook, self.batch, self.owner = store, hook, batch, owner
         self.max_in_flight = max_in_flight
         self.claim_ttl = claim_ttl_seconds
         self.heartbeat_seconds = heartbeat_seconds
@@ -159,36 +155,41 @@ class BatchSender:
             time.sleep(wait)
             wait = min(wait * 2, _STORE_RETRY_MAX_SECONDS)
 
-    def skip_settled(self, leads: list[Lead], counts: Counter[str]) -> list[Lead]:
+    def skip_settled(self, leads: list[StagedLead], counts: Counter[str]) -> list[StagedLead]:
         """Record leads already settled under their scope as ``already_done``; return the others."""
         by_scope: dict[str, list[str]] = {}
-        for lead, scope_key in leads:
-            by_scope.setdefault(scope_key, []).append(lead)
+        for lead in leads:
+            by_scope.setdefault(lead.scope_key, []).append(lead.lead_id)
         settled = {
-            (lead, sk): how
+            StagedLead(lead_id, sk): how
             for sk, ids in by_scope.items()
-            for lead, how in self.durably(
+            for lead_id, how in self.durably(
                 "reading settled leads", None, self.store.settled, ids, sk, self.batch.run_key
             ).items()
         }
         if settled:
             items = [
-                (sk, ResetResult.not_sent(lead, Outcome.ALREADY_DONE, f"not sent: {how} (same window, categories)"))
-                for (lead, sk), how in sorted(settled.items())
+                (
+                    lead.scope_key,
+                    ResetResult.not_sent(
+                        lead.lead_id, Outcome.ALREADY_DONE, f"not sent: {how} (same window, categories)"
+                    ),
+                )
+                for lead, how in sorted(settled.items())
             ]
             self.durably("recording settled leads", None, self.store.record_many, self.batch, items)
             counts[Outcome.ALREADY_DONE] += len(settled)
-        return [pair for pair in leads if pair not in settled]
+        return [lead for lead in leads if lead not in settled]
 
-    def record_each(self, leads: Iterable[Lead], outcome: Outcome, message: str, counts: Counter[str]) -> None:
-        items = [(sk, ResetResult.not_sent(lead, outcome, message)) for lead, sk in leads]
+    def record_each(self, leads: Iterable[StagedLead], outcome: Outcome, message: str, counts: Counter[str]) -> None:
+        items = [(lead.scope_key, ResetResult.not_sent(lead.lead_id, outcome, message)) for lead in leads]
         if items:
             self.durably(f"recording {outcome}", None, self.store.record_many, self.batch, items)
             counts[outcome] += len(items)
 
     def _finish(
         self,
-        item: Lead,
+        item: StagedLead,
         result: ResetResult,
         claim: Claim,
         counts: Counter[str],
@@ -199,12 +200,12 @@ class BatchSender:
 
         def write(outcome: ResetResult) -> None:
             self.durably(
-                f"recording lead {item[0]} as {outcome.outcome}",
+                f"recording lead {item.lead_id} as {outcome.outcome}",
                 give_up_after,
                 self.store.finish,
                 self.owner,
                 self.batch,
-                item[1],
+                item.scope_key,
                 outcome,
                 extra_sends=taken_over,
                 repeated=claim.possibly_repeats,
@@ -214,14 +215,14 @@ class BatchSender:
             try:
                 write(result)
             except Exception as exc:  # e.g. a value the store refused: the lead is failed, the batch goes on
-                self.log.exception("lead %s: its outcome %s could not be recorded", item[0], result.outcome)
-                result = ResetResult.crashed(item[0], exc, attempts=result.attempts, started_at=result.started_at)
+                self.log.exception("lead %s: its outcome %s could not be recorded", item.lead_id, result.outcome)
+                result = ResetResult.crashed(item.lead_id, exc, attempts=result.attempts, started_at=result.started_at)
                 write(result)
         except BaseException:  # killed (execution_timeout) while the store was away: say what was not recorded
             self.log.error(
                 "lead %s: LeadSquared answered %s but the state store never took it; its claim expires and "
                 "a later run sends it again (possibly repeated)",
-                item[0],
+                item.lead_id,
                 result.outcome,
             )
             raise
@@ -230,7 +231,7 @@ class BatchSender:
     def _take(
         self,
         future: Future[ResetResult],
-        item: Lead,
+        item: StagedLead,
         claim: Claim,
         report: SendReport,
         give_up_after: float | None = None,
@@ -240,14 +241,14 @@ class BatchSender:
             result = future.result()
         except LeadSquaredAuthError as exc:
             result = ResetResult.not_sent(
-                item[0], Outcome.SKIPPED, f"not sent: {exc}", exception_type=exc.exception_type
+                item.lead_id, Outcome.SKIPPED, f"not sent: {exc}", exception_type=exc.exception_type
             )
         except (RateBudgetError, InvalidConnection) as exc:
             # Every lead would meet it: stop; unsent leads are carried over by the next run.
-            result = ResetResult.crashed(item[0], exc)
+            result = ResetResult.crashed(item.lead_id, exc)
             report.stopped_by = report.stopped_by or exc
         except DailyQuotaSpent as exc:  # not sent: this lead and every one after it wait for the next day
-            result = ResetResult.not_sent(item[0], Outcome.DEFERRED, f"not sent: {exc}")
+            result = ResetResult.not_sent(item.lead_id, Outcome.DEFERRED, f"not sent: {exc}")
             report.quota_spent = report.quota_spent or exc
         self._finish(item, result, claim, report.counts, give_up_after)
         if result.outcome is Outcome.AUTH_FAILED and report.auth_failure is None:
@@ -261,20 +262,20 @@ class BatchSender:
                 raise
             return False  # looked at again in 5 s; the hook itself stops on a refusal it meets
 
-    def _send_one(self, item: Lead) -> ResetResult:
+    def _send_one(self, item: StagedLead) -> ResetResult:
         from leadsquared_provider.rules.request import ResetRequest
 
         started = time.time()
         try:
-            return self.hook.reset_lead(ResetRequest(item[0], self.typed_scopes[item[1]]))
+            return self.hook.reset_lead(ResetRequest(item.lead_id, self.batch.scopes[item.scope_key]))
         except (LeadSquaredAuthError, RateBudgetError, InvalidConnection, DailyQuotaSpent):
             raise  # the run's trouble, not the lead's: the sender stops
         except Exception as exc:  # one lead's trouble stays one lead's
-            return ResetResult.crashed(item[0], exc, started_at=started)
+            return ResetResult.crashed(item.lead_id, exc, started_at=started)
 
     # -- the loop -----------------------------------------------------------------------------------
 
-    def send(self, leads: list[Lead]) -> SendReport:
+    def send(self, leads: list[StagedLead]) -> SendReport:
         """Send ``leads`` (in order); return the counts per outcome and what stopped the batch, if anything."""
         counts: Counter[str] = Counter()
         todo = self.skip_settled(leads, counts)
@@ -282,10 +283,10 @@ class BatchSender:
         progress = _Progress(self.log, len(todo), self.progress_every)
         heartbeat = _Heartbeat(self.store, self.owner, self.claim_ttl, self.heartbeat_seconds, self.log)
         heartbeat.start()
-        queue: list[Lead] = list(reversed(todo))
-        held: dict[Lead, str] = {}
-        sightings: dict[Lead, Sighting] = {}
-        pending: dict[Future[ResetResult], tuple[Lead, Claim]] = {}
+        queue: list[StagedLead] = list(reversed(todo))
+        held: dict[StagedLead, str] = {}
+        sightings: dict[StagedLead, Sighting] = {}
+        pending: dict[Future[ResetResult], tuple[StagedLead, Claim]] = {}
         done = 0
         last_stop_check = time.monotonic()
         held_deadline: float | None = None
@@ -308,13 +309,13 @@ class BatchSender:
                         while not stopped and queue and len(pending) < self.max_in_flight:
                             item = queue.pop()
                             claim = self.durably(
-                                f"claiming lead {item[0]}",
+                                f"claiming lead {item.lead_id}",
                                 None,
                                 self.store.claim,
                                 self.owner,
                                 self.batch,
-                                item[0],
-                                item[1],
+                                item.lead_id,
+                                item.scope_key,
                                 self.claim_ttl,
                                 sighting=sightings.get(item),
                                 grace=self.takeover_grace,
@@ -330,12 +331,12 @@ class BatchSender:
                                     sightings.pop(item, None)
                             else:
                                 if claim.status is ClaimStatus.TAKEN_OVER:
-                                    self.log.warning("lead %s: %s; sending again", item[0], claim.detail)
+                                    self.log.warning("lead %s: %s; sending again", item.lead_id, claim.detail)
                                 elif claim.after_unread:
                                     self.log.warning(
                                         "lead %s: an earlier attempt got no answer that was read; sending again "
                                         "(possibly repeated)",
-                                        item[0],
+                                        item.lead_id,
                                     )
                                 pending[pool.submit(self._send_one, item)] = (item, claim)
                         if not pending:

@@ -43,7 +43,7 @@ from leadsquared_provider.rules.params import (
 
 if TYPE_CHECKING:
     from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
-    from leadsquared_provider.store.state_store import StateStore
+    from leadsquared_provider.store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +333,9 @@ def verify_run(
             refused = "not read: today's share of the account's daily quota is spent"
         if refused is None:
             try:
-                check = check_lead(hook, lead_id, scope_key, ScopeWindow.from_scope(scopes[scope_key], queued_at))
+                check = check_lead(
+                    hook, lead_id, scope_key, ScopeWindow.from_scope(scopes[scope_key].to_dict(), queued_at)
+                )
             except LeadSquaredAuthError as exc:
                 refused = f"not read: LeadSquared refused the keys: {exc}"
             except DailyQuotaSpent as exc:
@@ -403,7 +405,7 @@ def verification_summary(
         "of_queued": queued,
         **counts(results),
         "delay_seconds": params.delay_seconds,
-        "not_checked": not_checked(scopes.values()),
+        "not_checked": not_checked(scope.to_dict() for scope in scopes.values()),
     }
     still = [row for row in rows if row["result"] == Check.STILL_PRESENT]
     shown = [

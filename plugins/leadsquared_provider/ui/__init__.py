@@ -2,7 +2,7 @@
 
 - :mod:`~leadsquared_provider.ui.plugin`: the Airflow plugin (``fastapi_apps`` + ``external_views``);
 - :mod:`~leadsquared_provider.ui.app`: the FastAPI app, its routes and their access checks;
-- :mod:`~leadsquared_provider.ui.queries`: the reads (SQLAlchemy Core, indexed, paged);
+- the reads it shows are the state store's (:mod:`leadsquared_provider.store.reads`: indexed, paged);
 - :mod:`~leadsquared_provider.ui.chart`: calls per second against the account's limit, as SVG;
 - :mod:`~leadsquared_provider.ui.pages`: the HTML.
 

@@ -18,8 +18,6 @@ Nothing of the LeadSquared connection but its rate extras is read; keys are neve
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote, urlencode
 
@@ -33,7 +31,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from leadsquared_provider import DEFAULT_STATE_CONN_ID
-from leadsquared_provider.ui import NAV_ROUTE, RUN_TAB_ROUTE, URL_PREFIX, chart, pages, queries
+from leadsquared_provider.rules.outcomes import NOT_RESET_OUTCOMES
+from leadsquared_provider.store import StoreUnavailable, reads, run_key
+from leadsquared_provider.ui import NAV_ROUTE, RUN_TAB_ROUTE, URL_PREFIX, chart, pages
 
 if TYPE_CHECKING:
     from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
@@ -61,23 +61,6 @@ def may_read_runs(user: BaseUser, dag_id: str) -> bool:
         details=DagDetails(id=dag_id, team_name=DagModel.get_team_name(dag_id)),
         user=user,
     )
-
-
-@contextmanager
-def _state() -> Iterator[Connection]:
-    """A read connection to the state store; :class:`queries.StoreUnavailable` when it holds nothing yet."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        engine = queries.read_engine(STATE_CONN_ID)
-        with engine.connect() as conn:
-            queries.check_ready(conn)
-            yield conn
-    except SQLAlchemyError as exc:
-        log.warning("state store %s unreadable: %s", STATE_CONN_ID, exc)
-        raise queries.StoreUnavailable(
-            f"the state store (connection {STATE_CONN_ID}) cannot be read: {type(exc).__name__}"
-        ) from None
 
 
 def account_limit(conn_id: str | None) -> tuple[chart.Limit | None, str | None]:
@@ -136,7 +119,7 @@ def _html(request: Request, template: str, status_code: int = 200, **context: An
     return HTMLResponse(body, status_code=status_code, headers={"Cache-Control": "no-store"})
 
 
-def _jsonable(page: queries.Page) -> dict[str, Any]:
+def _jsonable(page: reads.Page[dict[str, Any]]) -> dict[str, Any]:
     return {"total": page.total, "page": page.number, "pages": page.pages, "size": page.size, "rows": page.rows}
 
 
@@ -146,27 +129,25 @@ def _jsonable(page: queries.Page) -> dict[str, Any]:
 def run_view(
     conn: Connection, dag_id: str, run_id: str, *, not_reset_page: int, repeated_page: int, verification_page: int
 ) -> dict[str, Any]:
-    key = f"{dag_id}/{run_id}"
-    counts = queries.outcome_counts(conn, key)
-    facts = queries.run_facts(conn, key)
+    key = run_key(dag_id, run_id)
+    counts = reads.outcome_counts(conn, key)
+    facts = reads.run_facts(conn, key)
     limit, limit_note = account_limit(facts.leadsquared_conn_id if facts else None)
     window = limit.window_seconds if limit else 5.0
-    series = chart.rate_series(queries.send_times(conn, key), window)
+    series = chart.rate_series(reads.send_times(conn, key), window)
     return {
         "dag_id": dag_id,
         "run_id": run_id,
         "facts": facts,
         "counts": counts,
-        "totals": queries.run_totals(conn, key),
+        "totals": reads.run_totals(conn, key),
         "series": series,
         "limit": limit,
         "limit_note": limit_note,
         "chart": chart.render_svg(series, limit) if series else None,
-        "not_reset": queries.run_leads(
-            conn, key, outcomes=[str(o) for o in queries.NOT_RESET], page=not_reset_page, size=NOT_RESET_PAGE
-        ),
-        "repeated": queries.run_leads(conn, key, repeated=True, page=repeated_page, size=REPEATED_PAGE),
-        "verification": queries.verification(conn, key, page=verification_page),
+        "not_reset": reads.run_leads(conn, key, outcomes=NOT_RESET_OUTCOMES, page=not_reset_page, size=NOT_RESET_PAGE),
+        "repeated": reads.run_leads(conn, key, repeated=True, page=repeated_page, size=REPEATED_PAGE),
+        "verification": reads.verification(conn, key, page=verification_page),
     }
 
 
@@ -175,7 +156,7 @@ def readable_dags(conn: Connection, user: BaseUser) -> tuple[list[str], bool]:
 
     :raises HTTPException: 403 when there are runs and the user may read those of none of their DAGs.
     """
-    dags = queries.dags_with_runs(conn)
+    dags = reads.dags_with_runs(conn)
     readable = [dag_id for dag_id in dags if may_read_runs(user, dag_id)]
     if dags and not readable:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Forbidden")
@@ -186,12 +167,12 @@ def lead_view(
     conn: Connection, user: BaseUser, lead_id: str | None, *, page: int, runs_page: int, size: int = HISTORY_PAGE
 ) -> dict[str, Any]:
     dags, filtered = readable_dags(conn, user)
-    history = queries.lead_history(conn, lead_id, dags, page=page, size=size) if lead_id else None
+    history = reads.lead_history(conn, lead_id, dags, page=page, size=size) if lead_id else None
     return {
         "lead_id": lead_id,
         "history": history,
         "filtered": filtered,
-        "runs": queries.recent_runs(conn, dags, page=runs_page, size=RUNS_PAGE),
+        "runs": reads.recent_runs(conn, dags, page=runs_page, size=RUNS_PAGE),
     }
 
 
@@ -228,8 +209,8 @@ def create_app() -> FastAPI:
             return JSONResponse({"detail": detail}, status_code=status.HTTP_400_BAD_REQUEST)
         return _html(request, "error.html", 400, title="Bad request", heading="Bad request", detail=detail)
 
-    @app.exception_handler(queries.StoreUnavailable)
-    def _no_store(request: Request, exc: queries.StoreUnavailable) -> Any:
+    @app.exception_handler(StoreUnavailable)
+    def _no_store(request: Request, exc: StoreUnavailable) -> Any:
         if request.scope.get("path", "").startswith(f"{request.scope.get('root_path', '')}/api/"):
             return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
         return _html(request, "error.html", 503, title="No resets yet", heading="No resets yet", detail=str(exc))
@@ -243,7 +224,7 @@ def create_app() -> FastAPI:
         repeated_page: PageNumber = 1,
         verification_page: PageNumber = 1,
     ) -> HTMLResponse:
-        with _state() as conn:
+        with reads.connect(STATE_CONN_ID) as conn:
             view = run_view(
                 conn,
                 dag_id,
@@ -261,7 +242,7 @@ def create_app() -> FastAPI:
         request: Request, user: GetUserDep, lead_id: LeadQuery = None, page: PageNumber = 1, runs_page: PageNumber = 1
     ) -> HTMLResponse:
         lead_id = (lead_id or "").strip() or None
-        with _state() as conn:
+        with reads.connect(STATE_CONN_ID) as conn:
             view = lead_view(conn, user, lead_id, page=page, runs_page=runs_page)
         title = f"Lead {lead_id}" if lead_id else "LeadSquared lead resets"
         return _html(request, "leads.html", title=title, **view)
@@ -270,16 +251,16 @@ def create_app() -> FastAPI:
     def run_json(
         dag_id: str, run_id: str, not_reset_page: PageNumber = 1, repeated_page: PageNumber = 1
     ) -> dict[str, Any]:
-        with _state() as conn:
+        with reads.connect(STATE_CONN_ID) as conn:
             view = run_view(
                 conn, dag_id, run_id, not_reset_page=not_reset_page, repeated_page=repeated_page, verification_page=1
             )
         series, limit, facts, verification = view["series"], view["limit"], view["facts"], view["verification"]
         return {
-            "run_key": f"{dag_id}/{run_id}",
+            "run_key": run_key(dag_id, run_id),
             "planned": facts is not None,
             "dry_run": facts.dry_run if facts else None,
-            "window": {"from": facts.scope.get("from_date"), "to": facts.scope.get("to_date")} if facts else None,
+            "window": facts.window if facts else None,
             "counts": view["counts"],
             "totals": view["totals"],
             "not_reset": _jsonable(view["not_reset"]),
@@ -309,7 +290,7 @@ def create_app() -> FastAPI:
         lead_id = lead_id.strip()
         if not lead_id:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "lead_id is empty")
-        with _state() as conn:
+        with reads.connect(STATE_CONN_ID) as conn:
             view = lead_view(conn, user, lead_id, page=page, runs_page=1, size=size)
         return {"lead_id": lead_id, "history": _jsonable(view["history"])}
 

@@ -14,20 +14,9 @@ from typing import Any
 
 from jinja2 import DictLoader, Environment, select_autoescape
 
-OUTCOME_MEANING = {
-    "queued": "LeadSquared accepted the reset",
-    "already_done": "reset earlier for the same window and categories: not sent again",
-    "dry_run": "would have been sent (dry run: nothing was sent)",
-    "failed": "no clear answer within the retry budget: a later run sends it again",
-    "auth_failed": "LeadSquared refused the keys, host or permission",
-    "skipped": "not sent: the run stopped before its turn",
-    "rejected": "refused for good: lead not found, not a GUID, or invalid request",
-    "in_progress_elsewhere": "another run or try held the lead: not sent here",
-    "sending": "a request was in flight when its process died",
-    "deferred": "not sent: over today's share of the account's daily quota; the next run sends it",
-    "unfinished": "staged but not finished yet (the run is going on, its batch never ran, or a request was in "
-    "flight when its process died)",
-}
+from leadsquared_provider.rules.outcomes import OUTCOME_MEANING, RESET_OUTCOMES
+from leadsquared_provider.rules.request import ResetScope
+
 # The verification step's results (leadsquared_provider.steps.verify.Check).
 VERIFICATION_MEANING = {
     "verified": "the activities the reset was to delete are gone",
@@ -35,7 +24,6 @@ VERIFICATION_MEANING = {
     "unverifiable": "could not be read back",
     "nothing_checkable": "the scope deletes no activities: nothing to read back",
 }
-RESET_OUTCOMES = frozenset({"queued", "already_done"})
 CATEGORY_LABELS = (
     ("activity_event_codes", "activities"),
     ("task_type_ids", "tasks"),
@@ -144,7 +132,7 @@ has not run (or failed before planning).</p>
 {% else %}
 {% if facts %}
 <dl class="facts">
-  <dt>Window (UTC)</dt><dd class="mono">{{ facts.scope.get('from_date') or 'lead creation' }} → {{ facts.scope.get('to_date') or 'now' }}</dd>
+  <dt>Window (UTC)</dt><dd class="mono">{{ facts.window['from'] or 'lead creation' }} → {{ facts.window['to'] or 'now' }}</dd>
   <dt>Categories</dt><dd>{{ categories(facts.scope) }}</dd>
   <dt>Candidates</dt><dd>{{ facts.candidates }} in {{ facts.batches }} batch(es) of {{ facts.batch_size }};
      {{ facts.invalid }} id(s) not GUIDs; {{ facts.carried_over }} retried from earlier runs</dd>
@@ -287,7 +275,7 @@ _LEADS = """{% extends "base.html" %}
   {% for row in runs.rows %}
     <tr><td><a class="mono" href="{{ run_url(row.run_key) }}" data-ui>{{ row.run_id }}</a>{% if row.dry_run %} <span class="badge other">dry run</span>{% endif %}</td>
       <td class="mono">{{ row.dag_id }}</td>
-      <td class="mono">{{ scope_window(row.scope_json) }}</td>
+      <td class="mono">{{ row.window['from'] or 'lead creation' }} → {{ row.window['to'] or 'now' }}</td>
       <td class="num">{{ row.candidates }}</td>
       <td class="num">{{ row.unresolved if row.unresolved is not none else 'not reported' }}</td>
       <td>{{ utc(row.planned_at) }}</td></tr>
@@ -324,11 +312,11 @@ def utc(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def categories(value: str | dict[str, Any] | None) -> str:
+def categories(value: str | ResetScope | None) -> str:
     """``activities 166, 167 · audits StageChange · notes`` from a scope or an audit row's categories JSON."""
     if not value:
         return "–"
-    picked = json.loads(value) if isinstance(value, str) else value
+    picked = json.loads(value) if isinstance(value, str) else value.to_dict()
     parts = [
         f"{label} {', '.join(str(item) for item in picked[key])}" for key, label in CATEGORY_LABELS if picked.get(key)
     ]
@@ -337,16 +325,10 @@ def categories(value: str | dict[str, Any] | None) -> str:
     return " · ".join(parts) or "none"
 
 
-def scope_window(scope_json: str) -> str:
-    scope = json.loads(scope_json)
-    return f"{scope.get('from_date') or 'lead creation'} → {scope.get('to_date') or 'now'}"
-
-
 def render(template: str, **context: Any) -> str:
     return _env.get_template(template).render(
         utc=utc,
         categories=categories,
-        scope_window=scope_window,
         meaning=OUTCOME_MEANING,
         verification_meaning=VERIFICATION_MEANING,
         reset_outcomes=RESET_OUTCOMES,

@@ -25,33 +25,26 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from leadsquared_provider.exceptions import CandidateQueryError, LeadSquaredError
+from leadsquared_provider.store.audit import AUDIT_COLUMNS
 
 if TYPE_CHECKING:
     from airflow.providers.common.sql.hooks.sql import DbApiHook
 
-    from leadsquared_provider.store.state_store import StateStore
+    from leadsquared_provider.store import StateStore
 
 log = logging.getLogger(__name__)
 
 CANDIDATE_SOURCE = "include/sql/candidates.sql"
 
-# The audit export's columns, in the order of the CREATE TABLE statements of docs/audit-export.md.
-EXPORT_COLUMNS: tuple[str, ...] = (
-    "run_key",
-    "dag_id",
-    "run_id",
-    "lead_id",
-    "from_date",
-    "to_date",
-    "categories",
-    "outcome",
-    "status_code",
-    "exception_type",
-    "message",
-    "attempts",
-    "possibly_repeated",
-    "started_at",
-    "finished_at",
+# The audit's columns the export leaves out: the batch and the per-try counters, which the warehouse has no use for.
+_NOT_EXPORTED = frozenset({"batch", "sends", "rate_limited"})
+# The audit export's columns, in the order of the CREATE TABLE statements of docs/audit-export.md: the store's
+# audit columns (less those), with the DAG run's id after its DAG's.
+EXPORT_COLUMNS: tuple[str, ...] = tuple(
+    name
+    for column in AUDIT_COLUMNS
+    if column not in _NOT_EXPORTED
+    for name in ((column, "run_id") if column == "dag_id" else (column,))
 )
 _TIMESTAMP_COLUMNS = frozenset({"started_at", "finished_at"})
 _WINDOW_COLUMNS = frozenset({"from_date", "to_date"})

@@ -8,8 +8,9 @@ from types import SimpleNamespace
 from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
 from leadsquared_provider.operators.reset import LeadSquaredResetOperator
 from leadsquared_provider.rules.planning import batch_time_limit
+from leadsquared_provider.rules.request import ResetScope
 from leadsquared_provider.settings import LeadSquaredSettings
-from leadsquared_provider.store.state_store import RunRecord, StateStore
+from leadsquared_provider.store import RunRecord, StateStore
 
 SCOPE = {
     "activity_event_codes": [166],
@@ -35,7 +36,7 @@ def _operator(lsq: str, state: str, **kwargs) -> LeadSquaredResetOperator:
 def test_each_try_gets_the_limit_of_its_own_batch_unless_the_dag_set_one(state_conn, lsq_connection):
     lsq = lsq_connection("http://127.0.0.1:9", rate_limit=10, rate_window_seconds=5)
     with StateStore(state_conn) as store:  # 450 leads in batches of 200: batch 2 has 200, batch 3 has 50
-        store.save_run(RunRecord("dag/r1", "dag", "r1", SCOPE, "s1", False, 450, 0, 3, 200))
+        store.save_run(RunRecord("dag/r1", "dag", "r1", ResetScope.from_mapping(SCOPE), "s1", False, 450, 0, 3, 200))
     context = {"dag_run": SimpleNamespace(dag_id="dag", run_id="r1")}
     settings = LeadSquaredHook(leadsquared_conn_id=lsq).settings
 

@@ -14,7 +14,8 @@ import pytest
 from leadsquared_provider.exceptions import DailyQuotaSpent, InvalidConnection, PlanError
 from leadsquared_provider.rate_budget import DailyQuota, RateBudget, parse_daily_reset
 from leadsquared_provider.rules.outcomes import Outcome
-from leadsquared_provider.store.state_store import StateStore
+from leadsquared_provider.rules.request import ResetScope
+from leadsquared_provider.store import StagedLead, StateStore
 from lsq_emulator import EmulatorConfig, run_emulator
 from tests.conftest import lsq_lead
 from tests.provider.rate_budget import test_budget as test_rate_budget
@@ -85,8 +86,8 @@ def test_a_batch_that_meets_the_end_of_the_day_defers_the_rest_and_is_never_refu
     # not sent: LeadSquared never refuses a call, and the batch does not fail.
     lsq = _quota_connection(lsq_connection, quota_served)
     with StateStore(state_conn) as store:
-        store.save_scope("s1", SCOPE)
-        report = sender(store, lsq, "dag/day", max_in_flight=1).send([(lead, "s1") for lead in LEADS[:12]])
+        store.save_scope("s1", ResetScope.from_mapping(SCOPE))
+        report = sender(store, lsq, "dag/day", max_in_flight=1).send([StagedLead(lead, "s1") for lead in LEADS[:12]])
         rows = {row["lead_id"]: row for row in store.iter_audit("dag/day")}
     assert report.counts == {Outcome.QUEUED: 7, Outcome.DEFERRED: 5}
     assert report.quota_spent is not None and report.stopped_by is None
@@ -169,13 +170,17 @@ def test_an_unstated_quota_is_learnt_from_the_answer_and_stops_every_caller_of_t
             for n in (1, 2)
         )
         with StateStore(state_conn) as store:
-            store.save_scope("s1", SCOPE)
-            report = sender(store, first, "dag/quiet", max_in_flight=1).send([(lead, "s1") for lead in LEADS[:10]])
+            store.save_scope("s1", ResetScope.from_mapping(SCOPE))
+            report = sender(store, first, "dag/quiet", max_in_flight=1).send(
+                [StagedLead(lead, "s1") for lead in LEADS[:10]]
+            )
             assert report.counts == {Outcome.QUEUED: 5, Outcome.DEFERRED: 5}  # 1 call learnt the account
             assert report.quota_spent is not None and report.stopped_by is None
             refused = [c for c in emu.calls() if c["outcome"] == "rate_limited"]
             assert len(refused) == 1  # the one call that told us; none after it
-            other = sender(store, second, "dag/quiet-2", max_in_flight=1).send([(lead, "s1") for lead in LEADS[10:13]])
+            other = sender(store, second, "dag/quiet-2", max_in_flight=1).send(
+                [StagedLead(lead, "s1") for lead in LEADS[10:13]]
+            )
         assert other.counts == {Outcome.DEFERRED: 3}
         # The second connection learnt its account (1 call, refused too: the day is spent) and sent no reset.
         assert len([c for c in emu.calls() if c["path"].endswith("Lead.Reset")]) == 6
@@ -202,9 +207,13 @@ def test_refusals_that_go_on_at_one_call_per_window_are_the_days_quota(lsq_conne
             emu.base_url, login="u$floor", password="floor-secret", rate_limit=10, rate_window_seconds=1
         )
         with StateStore(state_conn) as store:
-            store.save_scope("s1", SCOPE)
-            report = sender(store, lsq, "dag/floor", max_in_flight=1).send([(lead, "s1") for lead in LEADS[:12]])
-            again = sender(store, lsq, "dag/floor-2", max_in_flight=1).send([(lead, "s1") for lead in LEADS[12:14]])
+            store.save_scope("s1", ResetScope.from_mapping(SCOPE))
+            report = sender(store, lsq, "dag/floor", max_in_flight=1).send(
+                [StagedLead(lead, "s1") for lead in LEADS[:12]]
+            )
+            again = sender(store, lsq, "dag/floor-2", max_in_flight=1).send(
+                [StagedLead(lead, "s1") for lead in LEADS[12:14]]
+            )
         refused = [c for c in emu.calls() if c["outcome"] == "rate_limited"]
     assert report.counts == {Outcome.QUEUED: 5, Outcome.DEFERRED: 7}, report.counts  # 1 call learnt the account
     assert report.quota_spent is not None and report.stopped_by is None

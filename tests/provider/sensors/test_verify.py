@@ -15,7 +15,7 @@ from leadsquared_provider.rules.outcomes import Outcome, ResetResult
 from leadsquared_provider.rules.params import MAX_VERIFY_DELAY_SECONDS, POKE_INTERVAL_SECONDS
 from leadsquared_provider.rules.request import ResetRequest
 from leadsquared_provider.sensors.verify import LeadSquaredVerifySensor
-from leadsquared_provider.store.state_store import BatchScope, RunRecord, StateStore, run_key
+from leadsquared_provider.store import BatchScope, RunRecord, StateStore, run_key
 from tests.provider.steps import test_verify as steps_verify
 from tests.provider.steps.test_verify import RETRIEVE, SCOPE, bounds_lead
 
@@ -34,7 +34,7 @@ def context(**params: Any) -> dict[str, Any]:
 
 def stage_run(conn_id: str, leads: list[str]) -> None:
     """A planned run of ``my_resets`` whose ``leads`` were queued just now, under the recorded ``ACCOUNT``."""
-    scope = SCOPE.to_dict()
+    scope = SCOPE
     now = time.time()
     with StateStore(conn_id) as store:
         store.save_scope("s1", scope)

@@ -29,7 +29,7 @@ def main(spec: dict) -> dict:
     from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
     from leadsquared_provider.rules.request import ResetScope
     from leadsquared_provider.steps.send import BatchSender, owner_for
-    from leadsquared_provider.store.state_store import BatchScope, StateStore
+    from leadsquared_provider.store import BatchScope, StagedLead, StateStore
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     scope, run, ttl = spec["scope"], spec["run"], float(spec["ttl"])
@@ -38,13 +38,14 @@ def main(spec: dict) -> dict:
         report = BatchSender(
             store=store,
             hook=LeadSquaredHook(leadsquared_conn_id=spec["lsq_conn"]),
-            batch=BatchScope(run_key=run, dag_id=spec.get("dag_id", "dag"), batch=1, scopes={key: scope}),
-            typed_scopes={key: ResetScope.from_mapping(scope)},
+            batch=BatchScope(
+                run_key=run, dag_id=spec.get("dag_id", "dag"), batch=1, scopes={key: ResetScope.from_mapping(scope)}
+            ),
             owner=owner_for(run, 1, 1),
             claim_ttl_seconds=ttl,
             heartbeat_seconds=ttl / 6,
             held_poll_seconds=0.1,
-        ).send([(lead, key) for lead in spec["leads"]])
+        ).send([StagedLead(lead, key) for lead in spec["leads"]])
     return {"clock": time.time(), "counts": {str(k): v for k, v in report.counts.items()}}
 
 

@@ -16,7 +16,7 @@ import pytest
 from leadsquared_provider.exceptions import CandidateQueryError, LeadSquaredError, PlanError
 from leadsquared_provider.rules.params import RunParams
 from leadsquared_provider.steps.plan import RunIdentity, plan_run
-from leadsquared_provider.store.state_store import StateStore
+from leadsquared_provider.store import StateStore
 from lsq_emulator import EmulatorConfig, run_emulator
 from tests.conftest import VIEWER_ACCESS, VIEWER_SECRET, lsq_lead
 

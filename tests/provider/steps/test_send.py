@@ -13,7 +13,7 @@ from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
 from leadsquared_provider.rules.outcomes import Outcome
 from leadsquared_provider.rules.request import ResetScope
 from leadsquared_provider.steps.send import BatchSender, owner_for
-from leadsquared_provider.store.state_store import BatchScope, ClaimOwner, ClaimStatus, StateStore
+from leadsquared_provider.store import BatchScope, ClaimOwner, ClaimStatus, StagedLead, StateStore
 from lsq_emulator import EmulatorConfig, run_emulator
 from tests.conftest import lsq_lead
 
@@ -40,7 +40,7 @@ def served():
 def setup(served, lsq_connection, state_conn):
     lsq = lsq_connection(served.base_url)
     with StateStore(state_conn) as store:
-        store.save_scope("s1", SCOPE)
+        store.save_scope("s1", ResetScope.from_mapping(SCOPE))
         yield store, lsq
 
 
@@ -48,8 +48,7 @@ def sender(store: StateStore, lsq: str, run: str, *, batch: int = 1, ttl: float 
     return BatchSender(
         store=store,
         hook=kwargs.pop("hook", None) or LeadSquaredHook(leadsquared_conn_id=lsq),
-        batch=BatchScope(run_key=run, dag_id="dag", batch=batch, scopes={"s1": SCOPE}),
-        typed_scopes={"s1": ResetScope.from_mapping(SCOPE)},
+        batch=BatchScope(run_key=run, dag_id="dag", batch=batch, scopes={"s1": ResetScope.from_mapping(SCOPE)}),
         owner=owner_for(run, batch, 1),
         claim_ttl_seconds=ttl,
         heartbeat_seconds=min(ttl / 6, 5.0),
@@ -69,7 +68,7 @@ def outcomes(store: StateStore, run: str) -> dict[str, str]:
 
 def test_a_batch_is_sent_once_and_a_rerun_sends_nothing(setup, served):
     store, lsq = setup
-    leads = [(lead, "s1") for lead in LEADS[:6]]
+    leads = [StagedLead(lead, "s1") for lead in LEADS[:6]]
     report = sender(store, lsq, "dag/r1").send(leads)
     assert report.counts == {Outcome.QUEUED: 6}
     assert sent_ids(served) == sorted(LEADS[:6])
@@ -81,7 +80,7 @@ def test_a_batch_is_sent_once_and_a_rerun_sends_nothing(setup, served):
 
 def test_two_runs_at_once_send_each_lead_once(setup, served):
     store, lsq = setup
-    leads = [(lead, "s1") for lead in LEADS]
+    leads = [StagedLead(lead, "s1") for lead in LEADS]
     reports = {}
 
     def run(name: str) -> None:
@@ -109,7 +108,7 @@ def _zombie(conn_env: dict[str, str], lsq: str, out: multiprocessing.Queue) -> N
 
     os.environ.update(conn_env)
     with StateStore("leadsquared_state") as store:
-        report = sender(store, lsq, "dag/z").send([(lead, "s1") for lead in LEADS])
+        report = sender(store, lsq, "dag/z").send([StagedLead(lead, "s1") for lead in LEADS])
     out.put(dict(report.counts))
 
 
@@ -134,9 +133,9 @@ def test_a_zombie_running_the_same_batch_sends_nothing_twice(setup, served):
 def test_an_expired_claim_is_taken_over_and_reported_possibly_repeated(setup, served):
     store, lsq = setup
     dead = ClaimOwner("dead", "dag/old", 1, 1, "gone-host", 999)
-    old = BatchScope(run_key="dag/old", dag_id="dag", batch=1, scopes={"s1": SCOPE})
+    old = BatchScope(run_key="dag/old", dag_id="dag", batch=1, scopes={"s1": ResetScope.from_mapping(SCOPE)})
     assert store.claim(dead, old, LEADS[0], "s1", ttl=0.5).status is ClaimStatus.OURS
-    report = sender(store, lsq, "dag/new", ttl=2.0).send([(LEADS[0], "s1"), (LEADS[1], "s1")])
+    report = sender(store, lsq, "dag/new", ttl=2.0).send([StagedLead(LEADS[0], "s1"), StagedLead(LEADS[1], "s1")])
     assert report.counts == {Outcome.QUEUED: 2}
     assert sent_ids(served) == sorted(LEADS[:2])
     row = next(r for r in store.iter_audit("dag/new") if r["lead_id"] == LEADS[0])
@@ -147,7 +146,7 @@ def test_an_expired_claim_is_taken_over_and_reported_possibly_repeated(setup, se
 def test_a_lead_held_by_a_live_owner_is_not_sent_and_says_by_whom(setup, served):
     store, lsq = setup
     live = ClaimOwner("live", "dag/other", 7, 1, "busy-host", 4242)
-    other = BatchScope(run_key="dag/other", dag_id="dag", batch=7, scopes={"s1": SCOPE})
+    other = BatchScope(run_key="dag/other", dag_id="dag", batch=7, scopes={"s1": ResetScope.from_mapping(SCOPE)})
     store.claim(live, other, LEADS[2], "s1", ttl=1.0)
     stop = threading.Event()
 
@@ -158,7 +157,7 @@ def test_a_lead_held_by_a_live_owner_is_not_sent_and_says_by_whom(setup, served)
     beating = threading.Thread(target=keep_alive)
     beating.start()
     try:
-        report = sender(store, lsq, "dag/mine", ttl=1.0).send([(LEADS[2], "s1"), (LEADS[3], "s1")])
+        report = sender(store, lsq, "dag/mine", ttl=1.0).send([StagedLead(LEADS[2], "s1"), StagedLead(LEADS[3], "s1")])
     finally:
         stop.set()
         beating.join()
@@ -179,7 +178,7 @@ class _BrokenForOneLead(LeadSquaredHook):
 def test_one_leads_unexpected_error_fails_that_lead_only(setup, served):
     store, lsq = setup
     hook = _BrokenForOneLead(leadsquared_conn_id=lsq)
-    report = sender(store, lsq, "dag/x", hook=hook).send([(lead, "s1") for lead in LEADS[4:8]])
+    report = sender(store, lsq, "dag/x", hook=hook).send([StagedLead(lead, "s1") for lead in LEADS[4:8]])
     assert report.counts == {Outcome.FAILED: 1, Outcome.QUEUED: 3}
     row = next(r for r in store.iter_audit("dag/x") if r["lead_id"] == LEADS[4])
     assert (row["outcome"], row["exception_type"]) == ("failed", "KeyError")
@@ -190,7 +189,7 @@ def test_one_leads_unexpected_error_fails_that_lead_only(setup, served):
 def test_refused_keys_stop_the_batch_and_skip_the_rest(setup, served, lsq_connection):
     store, _ = setup
     bad = lsq_connection(served.base_url, conn_id="bad_keys", login="u$nobody", password="nope")
-    report = sender(store, bad, "dag/k", max_in_flight=1).send([(lead, "s1") for lead in LEADS[8:14]])
+    report = sender(store, bad, "dag/k", max_in_flight=1).send([StagedLead(lead, "s1") for lead in LEADS[8:14]])
     assert report.auth_failure is not None
     assert report.counts[Outcome.AUTH_FAILED] == 1
     assert report.counts[Outcome.SKIPPED] == 5
@@ -207,9 +206,9 @@ def test_a_send_after_an_attempt_whose_answer_was_never_read_is_possibly_repeate
     """The lead's only attempt timed out (no retry left) though LeadSquared queued the reset: whoever sends it
     again, a later run or the same run's next try, reports it possibly repeated."""
     lsq = lsq_connection(served.base_url, timeout_seconds=0.5, max_retries=0)
-    lead = [(LEADS[0], "s1")]
+    lead = [StagedLead(LEADS[0], "s1")]
     with StateStore(state_conn) as store:
-        store.save_scope("s1", SCOPE)
+        store.save_scope("s1", ResetScope.from_mapping(SCOPE))
         served.configure(latency=(1.0, 1.0))  # the answer comes after the client's timeout
         first = sender(store, lsq, "dag/r1").send(lead)
         served.configure(latency=(0.01, 0.02))
@@ -238,9 +237,10 @@ def _open_scope(seconds_left: float) -> dict:
 
 def _send_with_scope(store: StateStore, lsq: str, run: str, scope: dict, leads: list[str]) -> dict:
     batch_sender = sender(store, lsq, run)
-    batch_sender.batch = BatchScope(run_key=run, dag_id="dag", batch=1, scopes={"s-open": scope})
-    batch_sender.typed_scopes = {"s-open": ResetScope.from_mapping(scope)}
-    return dict(batch_sender.send([(lead, "s-open") for lead in leads]).counts)
+    batch_sender.batch = BatchScope(
+        run_key=run, dag_id="dag", batch=1, scopes={"s-open": ResetScope.from_mapping(scope)}
+    )
+    return dict(batch_sender.send([StagedLead(lead, "s-open") for lead in leads]).counts)
 
 
 def test_a_reset_queued_before_its_window_closed_settles_it_for_its_own_run_only(setup, served):
@@ -249,7 +249,7 @@ def test_a_reset_queued_before_its_window_closed_settles_it_for_its_own_run_only
     # what was created after noon; from then on the lead is settled for the window for good.
     store, lsq = setup
     scope = _open_scope(seconds_left=3)
-    store.save_scope("s-open", scope)
+    store.save_scope("s-open", ResetScope.from_mapping(scope))
     leads = LEADS[14:16]
     assert _send_with_scope(store, lsq, "dag/manual-noon", scope, leads) == {Outcome.QUEUED: 2}
     assert _send_with_scope(store, lsq, "dag/manual-noon", scope, leads) == {Outcome.ALREADY_DONE: 2}
@@ -265,7 +265,7 @@ def test_a_reset_queued_before_its_window_closed_settles_it_for_its_own_run_only
 def test_all_time_resets_weeks_apart_both_go_out(setup, served):
     store, lsq = setup
     scope = {**SCOPE, "from_date": None, "to_date": None, "allow_all_time": True}
-    store.save_scope("s-open", scope)
+    store.save_scope("s-open", ResetScope.from_mapping(scope))
     leads = LEADS[16:18]
     assert _send_with_scope(store, lsq, "dag/all-time-1", scope, leads) == {Outcome.QUEUED: 2}
     assert _send_with_scope(store, lsq, "dag/all-time-1", scope, leads) == {Outcome.ALREADY_DONE: 2}  # its retry
@@ -281,11 +281,11 @@ def test_refusals_left_by_an_earlier_try_do_not_stop_the_cleared_run(setup, serv
 
     store, lsq = setup
     run = "dag/cleared"
-    first_try = BatchScope(run_key=run, dag_id="dag", batch=2, scopes={"s1": SCOPE})
+    first_try = BatchScope(run_key=run, dag_id="dag", batch=2, scopes={"s1": ResetScope.from_mapping(SCOPE)})
     store.record(first_try, "s1", ResetResult.not_sent(LEADS[18], Outcome.AUTH_FAILED, "keys refused (401)"))
     stopped = refused_meanwhile(store, run)
     assert not stopped()
-    report = sender(store, lsq, run, run_stopped=stopped).send([(lead, "s1") for lead in LEADS[19:22]])
+    report = sender(store, lsq, run, run_stopped=stopped).send([StagedLead(lead, "s1") for lead in LEADS[19:22]])
     assert report.counts == {Outcome.QUEUED: 3} and report.auth_failure is None
     assert sent_ids(served) == sorted(LEADS[19:22])
     # A refusal met meanwhile by another batch of the run does stop it.

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from leadsquared_provider.store.state_store import StateStore
+from leadsquared_provider.rules.request import ResetScope
+from leadsquared_provider.store import StagedLead, StateStore
 from lsq_emulator import EmulatorConfig, run_emulator
 from tests.clock_skew import skewed_env
 from tests.conftest import lsq_lead
@@ -54,7 +55,7 @@ def _run_in_thread(conn_id: str, lsq: str, run: str, leads: list[str], out: dict
     def work() -> None:
         try:
             with StateStore(conn_id) as store:
-                out[run] = sender(store, lsq, run, **kwargs).send([(lead, "s1") for lead in leads])
+                out[run] = sender(store, lsq, run, **kwargs).send([StagedLead(lead, "s1") for lead in leads])
         except BaseException as exc:  # the test asserts there was none
             out[run] = exc
 
@@ -77,7 +78,7 @@ def test_a_store_lock_longer_than_the_claim_lifetime_loses_no_answer_and_lets_no
     with run_emulator(config, leads=[lsq_lead(lead) for lead in leads]) as emu:
         lsq = lsq_connection(emu.base_url)
         with StateStore("leadsquared_state_locked") as store:
-            store.save_scope("s1", SCOPE)
+            store.save_scope("s1", ResetScope.from_mapping(SCOPE))
         locked, out = threading.Event(), {}
 
         def hold_the_lock() -> None:
@@ -118,7 +119,7 @@ def test_a_postgres_outage_mid_batch_loses_no_read_answer(monkeypatch, lsq_conne
         monkeypatch.setenv("AIRFLOW_CONN_LEADSQUARED_STATE_OUTAGE", pg.airflow_conn_json(pg.create_database("s")))
         lsq = lsq_connection(emu.base_url)
         with StateStore("leadsquared_state_outage") as store:
-            store.save_scope("s1", SCOPE)
+            store.save_scope("s1", ResetScope.from_mapping(SCOPE))
         out: dict = {}
         outage = _when_requests_in_flight(emu, 4, lambda: pg.outage(3.0))
         run = _run_in_thread("leadsquared_state_outage", lsq, "dag/a", leads, out, ttl=2.0)
@@ -138,7 +139,7 @@ def test_a_worker_whose_clock_runs_45_s_ahead_takes_no_live_claim(postgres_serve
     # A healthy owner in this process holds four leads' claims (30 s lifetime, freshly written). A worker
     # whose wall clock is 45 s ahead runs a batch over those leads and four more. By its own clock the
     # claims expired 15 s ago; by the store's clock they are live, so it must leave them alone.
-    from leadsquared_provider.store.state_store import BatchScope, ClaimOwner, ClaimStatus
+    from leadsquared_provider.store import BatchScope, ClaimOwner, ClaimStatus
 
     db = postgres_server.create_database(unique_db_name("skew"))
     monkeypatch.setenv("AIRFLOW_CONN_LEADSQUARED_STATE_SKEW", postgres_server.airflow_conn_json(db))
@@ -148,8 +149,10 @@ def test_a_worker_whose_clock_runs_45_s_ahead_takes_no_live_claim(postgres_serve
         lsq = lsq_connection(emu.base_url)
         live = ClaimOwner("live-owner", "dag/live", 3, 1, "healthy-host", 4242)
         with StateStore("leadsquared_state_skew") as store:
-            store.save_scope("s1", SCOPE)
-            live_batch = BatchScope(run_key="dag/live", dag_id="dag", batch=3, scopes={"s1": SCOPE})
+            store.save_scope("s1", ResetScope.from_mapping(SCOPE))
+            live_batch = BatchScope(
+                run_key="dag/live", dag_id="dag", batch=3, scopes={"s1": ResetScope.from_mapping(SCOPE)}
+            )
             for lead in leads[:4]:
                 assert store.claim(live, live_batch, lead, "s1", ttl=30).status is ClaimStatus.OURS
         spec = {"state_conn": "leadsquared_state_skew", "lsq_conn": lsq, "run": "dag/skewed", "scope": SCOPE}

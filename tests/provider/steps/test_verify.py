@@ -27,7 +27,7 @@ from leadsquared_provider.steps.verify import (
     sample_leads,
     verify_run,
 )
-from leadsquared_provider.store.state_store import BatchScope, RunRecord, StateStore
+from leadsquared_provider.store import BatchScope, RunRecord, StateStore
 from lsq_emulator import EmulatorConfig, run_emulator
 from tests.conftest import lsq_lead, new_lead_id
 from tests.provider.hooks import test_answers
@@ -437,13 +437,24 @@ RUN = "leadsquared_reset/manual__verify"
 def stage_run(store: StateStore, leads: list[str], *, scope: dict | None = None, dry_run: bool = False) -> float:
     """A planned run whose ``leads`` were queued (as the batches record them); returns the last queued time."""
     scope = scope or SCOPE.to_dict()
-    store.save_scope("s1", scope)
+    store.save_scope("s1", ResetScope.from_mapping(scope))
     store.save_run(
-        RunRecord(RUN, "leadsquared_reset", RUN.split("/")[1], scope, "s1", dry_run, len(leads), 0, 1, len(leads))
+        RunRecord(
+            RUN,
+            "leadsquared_reset",
+            RUN.split("/")[1],
+            ResetScope.from_mapping(scope),
+            "s1",
+            dry_run,
+            len(leads),
+            0,
+            1,
+            len(leads),
+        )
     )
     now = time.time()
     outcome = Outcome.DRY_RUN if dry_run else Outcome.QUEUED
-    batch = BatchScope(run_key=RUN, dag_id="leadsquared_reset", batch=1, scopes={"s1": scope})
+    batch = BatchScope(run_key=RUN, dag_id="leadsquared_reset", batch=1, scopes={"s1": ResetScope.from_mapping(scope)})
     store.record_many(
         batch,
         (("s1", ResetResult(lead, outcome, 200, None, "queued", 1, now, now + n)) for n, lead in enumerate(leads)),

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from leadsquared_provider.rules.outcomes import Outcome, ResetResult
-from leadsquared_provider.store import schema as state_schema
-from leadsquared_provider.store.state_store import (
+from leadsquared_provider.rules.request import ResetScope
+from leadsquared_provider.store import (
     BatchScope,
     ClaimOwner,
     ClaimStatus,
@@ -19,16 +19,19 @@ from leadsquared_provider.store.state_store import (
     StateStore,
     StateStoreError,
 )
+from leadsquared_provider.store import schema as state_schema
 
-SCOPE = {
-    "activity_event_codes": [166],
-    "task_type_ids": [],
-    "audit_types": [],
-    "delete_notes": False,
-    "from_date": "2026-11-01T00:00:00+00:00",
-    "to_date": "2026-11-01T23:59:59+00:00",
-    "allow_all_time": False,
-}
+SCOPE = ResetScope.from_mapping(
+    {
+        "activity_event_codes": [166],
+        "task_type_ids": [],
+        "audit_types": [],
+        "delete_notes": False,
+        "from_date": "2026-11-01T00:00:00+00:00",
+        "to_date": "2026-11-01T23:59:59+00:00",
+        "allow_all_time": False,
+    }
+)
 LEADS = [f"{n:08x}-0000-4000-8000-000000000000" for n in range(1, 7)]
 
 
@@ -68,7 +71,7 @@ def test_schema_is_created_once_with_its_version(store):
 
 
 def test_a_newer_schema_is_refused(store, monkeypatch):
-    from leadsquared_provider.store import state_store as module
+    from leadsquared_provider.store import engine as module
 
     with store.engine.begin() as conn:
         conn.execute(state_schema.schema_version.update().values(version=state_schema.SCHEMA_VERSION + 1))
@@ -84,7 +87,7 @@ def test_a_version_1_store_is_migrated_and_keeps_its_runs(store, monkeypatch):
     runs of any type, its audit rows read as answered, and its settled claims stay settled for good."""
     from sqlalchemy import text
 
-    from leadsquared_provider.store import state_store as module
+    from leadsquared_provider.store import engine as module
 
     old = RunRecord("dag/old", "dag", "scheduled__old", SCOPE, "s1", False, 40, 0, 1, 40)
     store.save_run(old)

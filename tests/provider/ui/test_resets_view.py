@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 
-from leadsquared_provider.store.state_store import RunRecord, StateStore
-from leadsquared_provider.ui import app, queries
-from tests.provider.steps.test_send import SCOPE
+from leadsquared_provider.rules.request import ResetScope
+from leadsquared_provider.store import RunRecord, StateStore, reads
+from leadsquared_provider.ui import app
+from tests.provider.steps.test_send import SCOPE as SCOPE_FIELDS
+
+SCOPE = ResetScope.from_mapping(SCOPE_FIELDS)
 
 
 def _view(dag_id: str, run_id: str) -> dict:
-    with queries.read_engine(app.STATE_CONN_ID).connect() as conn:
+    with reads.connect(app.STATE_CONN_ID) as conn:
         return app.run_view(conn, dag_id, run_id, not_reset_page=1, repeated_page=1, verification_page=1)
 
 
@@ -36,7 +39,7 @@ def test_the_page_and_the_report_count_a_run_alike(state_conn):
     # reached, one deferred. The page and the report read the same counts: the `sending` lead is unfinished.
     from leadsquared_provider.rules.outcomes import Outcome, ResetResult
     from leadsquared_provider.steps.report import build_summary
-    from leadsquared_provider.store.state_store import BatchScope
+    from leadsquared_provider.store import BatchScope
 
     leads = [f"{n:08x}-4444-4000-8000-000000000000" for n in range(1, 5)]
     with StateStore(state_conn) as store:
