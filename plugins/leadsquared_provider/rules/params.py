@@ -20,8 +20,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# 1000 reads (a lead with <= 25 activities): ~3.5 min at 25 calls / 5 s.
-MAX_VERIFY_SAMPLE = 1000
 # The longest LeadSquared is given to carry a run's resets out; the verify sensor's timeout is read from it.
 MAX_VERIFY_DELAY_SECONDS = 6 * 3600
 # Between two pokes of the verify task (Airflow advises at least a minute for sensors in reschedule mode).
@@ -237,7 +235,7 @@ VERIFY_SAMPLE = WholeParam(
     name="verify_sample",
     default=20,
     minimum=0,
-    maximum=MAX_VERIFY_SAMPLE,
+    maximum=1000,  # 1000 reads (a lead with <= 25 activities): ~3.5 min at 25 calls / 5 s
     title="Queued leads to read back (0: no verification)",
     description="After the batches, this many of the run's queued leads (random, the same on a re-run) "
     "are read back to check that LeadSquared carried their resets out. 20 leads cost about 20 calls "
