@@ -44,7 +44,6 @@ import pendulum
 from airflow.sdk import (
     DAG,
     CronDataIntervalTimetable,
-    Param,
     dag,
     get_current_context,
     task,
@@ -54,16 +53,7 @@ from airflow.sdk import (
 from leadsquared_provider.accounts import Account, accounts_file, load_accounts
 from leadsquared_provider.notifications.run_report import RunReportNotifier
 from leadsquared_provider.operators.reset import LeadSquaredResetOperator
-from leadsquared_provider.rules.params import (
-    DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_MAX_REJECTED_SHARE,
-    DEFAULT_MAX_STILL_PRESENT,
-    DEFAULT_VERIFY_DELAY_SECONDS,
-    DEFAULT_VERIFY_SAMPLE,
-    MAX_IN_FLIGHT,
-    MAX_VERIFY_DELAY_SECONDS,
-    MAX_VERIFY_SAMPLE,
-)
+from leadsquared_provider.rules.params import dag_params
 from leadsquared_provider.sensors.verify import LeadSquaredVerifySensor
 
 # ---- Edit here: the defaults of every run (each can be overridden in the trigger form) ------------------
@@ -103,126 +93,7 @@ def leadsquared_reset(account: Account) -> DAG:
         doc_md=__doc__,
         tags=["leadsquared", "reset"],
         default_args={"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(seconds=30)},
-        params={
-            "activity_event_codes": Param(
-                list(categories["activity_event_codes"]),
-                type="array",
-                items={"type": "integer"},
-                title="Activity event codes",
-                description="Custom activities with these event codes are deleted.",
-            ),
-            "task_type_ids": Param(
-                list(categories["task_type_ids"]),
-                type="array",
-                items={"type": "string"},
-                title="Task type ids",
-                description="Tasks of these task types (GUIDs) are deleted.",
-            ),
-            "audit_types": Param(
-                list(categories["audit_types"]),
-                type="array",
-                items={"type": "string", "enum": ["StageChange", "OwnerChange"]},
-                title="Audit activities",
-                description="Audit records of these types are deleted.",
-            ),
-            "delete_notes": Param(categories["delete_notes"], type="boolean", title="Delete notes"),
-            "from_date": Param(
-                None,
-                type=["null", "string"],
-                title="Window start (manual runs)",
-                description="ISO-8601 with an offset, e.g. 2026-05-01T00:00:00+05:30.",
-            ),
-            "to_date": Param(None, type=["null", "string"], title="Window end, inclusive (manual runs)"),
-            "allow_all_time": Param(
-                False,
-                type="boolean",
-                title="Allow an all-time reset",
-                description="Needed for a manual run without a window.",
-            ),
-            "dry_run": Param(False, type="boolean", title="Dry run", description="Plan and report; send nothing."),
-            "lead_ids": Param(
-                None, type=["null", "array"], items={"type": ["string", "null"]}, title="Lead ids instead of the query"
-            ),
-            "max_leads_per_run": Param(10_000, type="integer", minimum=1, title="Blast-radius guard"),
-            "max_growth_factor": Param(
-                10, type="number", minimum=1, title="Refuse over this x the usual count (median of recent runs)"
-            ),
-            "growth_guard_floor": Param(
-                100, type="integer", minimum=0, title="Runs with at most this many candidates skip the growth guard"
-            ),
-            "batch_size": Param(200, type="integer", minimum=1, title="Leads per batch"),
-            "max_in_flight": Param(
-                DEFAULT_MAX_IN_FLIGHT,
-                type="integer",
-                minimum=1,
-                maximum=MAX_IN_FLIGHT,
-                title="Requests in flight per batch",
-                description="More hides latency; a killed task may repeat at most this many requests.",
-            ),
-            "retry_earlier_failures": Param(
-                True,
-                type="boolean",
-                title="Retry leads that failed in earlier runs",
-                description="Leads that failed transiently before are sent again for their original window.",
-            ),
-            "failure_threshold": Param(
-                0, type="integer", minimum=0, title="Failed leads tolerated before the run fails"
-            ),
-            "max_rejected_share": Param(
-                DEFAULT_MAX_REJECTED_SHARE,
-                type="number",
-                minimum=0,
-                maximum=1,
-                title="Rejected share tolerated",
-                description="The run fails when more than this share of the candidates is rejected (deleted, "
-                "merged or malformed ids): a few a night are normal, half means the query reads the wrong ids.",
-            ),
-            "audit_export_table": Param(
-                None,
-                type=["null", "string"],
-                title="Export the audit to this warehouse table",
-                description="Off when empty. Each run's outcomes go there in one bulk write "
-                "(see docs/audit-export.md).",
-            ),
-            "refuse_over_daily_quota": Param(
-                False,
-                type="boolean",
-                title="Refuse a run that does not fit today's quota",
-                description="With a daily quota on the connection (daily_limit x daily_share): off, the run sends "
-                "what fits and defers the rest to the next run (outcome deferred); on, it sends nothing.",
-            ),
-            "verify_sample": Param(
-                DEFAULT_VERIFY_SAMPLE,
-                type="integer",
-                minimum=0,
-                maximum=MAX_VERIFY_SAMPLE,
-                title="Queued leads to read back (0: no verification)",
-                description="After the batches, this many of the run's queued leads (random, the same on a re-run) "
-                "are read back to check that LeadSquared carried their resets out. 20 leads cost about 20 calls "
-                "(one per lead with up to 25 activities), a few seconds of the rate budget, and catch a reset queue "
-                "that drops 1 lead in 10 with 88 % certainty (1 - 0.9^20); one that drops them all, for sure.",
-            ),
-            "verify_delay_seconds": Param(
-                DEFAULT_VERIFY_DELAY_SECONDS,
-                type="integer",
-                minimum=0,
-                maximum=MAX_VERIFY_DELAY_SECONDS,
-                title="Seconds LeadSquared gets to carry the resets out",
-                description="LeadSquared queues a reset and carries it out later, with no documented delay. "
-                "Leads not verified yet are read again every minute until this long after the run's last reset "
-                "was queued (the task waits without holding a worker slot); what still remains then is "
-                "still_present. 300 s (5 min) lets a busy queue catch up, yet keeps the run short; leads "
-                "verified earlier end the wait earlier.",
-            ),
-            "max_still_present": Param(
-                DEFAULT_MAX_STILL_PRESENT,
-                type="integer",
-                minimum=0,
-                title="Sampled leads still holding their activities tolerated",
-                description="The run fails (and alerts) when more sampled leads than this still hold activities "
-                "their reset was to delete: LeadSquared accepted those resets but did not carry them out.",
-            ),
-        },
+        params=dag_params(categories),
     )
     def account_dag():
         @task

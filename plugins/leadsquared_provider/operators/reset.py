@@ -8,24 +8,11 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from leadsquared_provider import DEFAULT_STATE_CONN_ID
-from leadsquared_provider.rules.params import DEFAULT_MAX_IN_FLIGHT, MAX_IN_FLIGHT
+from leadsquared_provider.rules.kinds import whole_number
+from leadsquared_provider.rules.params import MAX_IN_FLIGHT
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-
-def _whole(name: str, value: Any, low: int, high: int) -> int:
-    """A whole number, also as rendered text (``"4"``, or ``"4.0"`` for a trigger's JSON ``4.0``)."""
-    try:
-        number = float(value)
-        if isinstance(value, bool) or not number.is_integer():
-            raise ValueError
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
-    number = int(number)
-    if not low <= number <= high:
-        raise ValueError(f"{name} must be between {low} and {high}, got {number}")
-    return number
 
 
 class LeadSquaredResetOperator(BaseOperator):
@@ -57,7 +44,7 @@ class LeadSquaredResetOperator(BaseOperator):
         batch: int | str,
         leadsquared_conn_id: str = "leadsquared_default",
         state_conn_id: str = DEFAULT_STATE_CONN_ID,
-        max_in_flight: int | str = DEFAULT_MAX_IN_FLIGHT,
+        max_in_flight: int | str = MAX_IN_FLIGHT.default,
         claim_ttl_seconds: float = 30.0,
         progress_every_seconds: float = 10.0,
         **kwargs: Any,
@@ -78,7 +65,7 @@ class LeadSquaredResetOperator(BaseOperator):
         from leadsquared_provider.rules.planning import batch_time_limit
         from leadsquared_provider.store import StateStore, run_key
 
-        number = _whole("batch", self.batch, 1, 1_000_000)
+        number = whole_number("batch", self.batch, minimum=1)
         dag_run = context["dag_run"]
         with StateStore(self.state_conn_id) as store:
             bounds = store.load_run(run_key(dag_run.dag_id, dag_run.run_id)).batch(number)
@@ -96,8 +83,8 @@ class LeadSquaredResetOperator(BaseOperator):
         from leadsquared_provider.steps.send import BatchSender, owner_for, refused_meanwhile
         from leadsquared_provider.store import BatchScope, StateStore, run_key
 
-        in_flight = _whole("max_in_flight", self.max_in_flight, 1, MAX_IN_FLIGHT)
-        number = _whole("batch", self.batch, 1, 1_000_000)
+        in_flight = MAX_IN_FLIGHT.parse(self.max_in_flight)  # rendered text: "4", or "4.0" for a JSON 4.0
+        number = whole_number("batch", self.batch, minimum=1)
         dag_run = context["dag_run"]
         key = run_key(dag_run.dag_id, dag_run.run_id)
         with StateStore(self.state_conn_id) as store:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from leadsquared_provider.exceptions import InvalidResetRequest
+from leadsquared_provider.rules.kinds import ParamError, flag, listed, whole_number
 
 LSQ_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"  # what LeadSquared reads; written by lsq_date_text (zero-padded)
 MIN_YEAR, MAX_YEAR = 1970, 2100  # a window bound outside these years is a mistake, never a wish
@@ -95,14 +96,13 @@ def _shown(value: object) -> str:
 def _int_codes(values: Iterable[object]) -> tuple[int, ...]:
     codes = []
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                value = int(value.strip())
-            else:
-                raise InvalidResetRequest(f"activity event code {value!r} is not an integer")
-        if value <= 0:
+        try:
+            code = whole_number("activity event code", value)
+        except ParamError:
+            raise InvalidResetRequest(f"activity event code {value!r} is not an integer") from None
+        if code <= 0:
             raise InvalidResetRequest(f"activity event code {value!r} must be a positive integer")
-        codes.append(value)
+        codes.append(code)
     return tuple(sorted(set(codes)))
 
 
@@ -124,20 +124,17 @@ def _audit_types(values: Iterable[object]) -> tuple[str, ...]:
 
 
 def _flag(name: str, value: object) -> bool:
-    """A yes/no parameter: a bool, or the text "true"/"false" (``bool("false")`` would be true)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise InvalidResetRequest(f"{name} must be true or false, got {value!r}")
+    try:
+        return flag(name, value)
+    except ParamError as refused:
+        raise InvalidResetRequest(str(refused)) from None
 
 
 def _as_list(name: str, value: object) -> list[object]:
-    if value is None:
-        return []
-    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise InvalidResetRequest(f"{name} must be a list, got {value!r}")
-    return list(value)
+    try:
+        return listed(name, value)
+    except ParamError as refused:
+        raise InvalidResetRequest(str(refused)) from None
 
 
 @dataclass(frozen=True)
@@ -197,7 +194,7 @@ class ResetScope:
             activity_event_codes=tuple(_as_list("activity_event_codes", data.get("activity_event_codes"))),
             task_type_ids=tuple(_as_list("task_type_ids", data.get("task_type_ids"))),
             audit_types=tuple(_as_list("audit_types", data.get("audit_types"))),
-            delete_notes=data.get("delete_notes", False),
+            delete_notes=_flag("delete_notes", data.get("delete_notes", False)),
             from_date=data.get("from_date"),
             to_date=data.get("to_date"),
             allow_all_time=_flag("allow_all_time", data.get("allow_all_time", False)),

@@ -31,15 +31,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from leadsquared_provider.exceptions import DailyQuotaSpent, LeadSquaredAuthError, PlanError, RateBudgetError
+from leadsquared_provider.exceptions import DailyQuotaSpent, LeadSquaredAuthError, RateBudgetError
 from leadsquared_provider.rules.outcomes import activity_event_code
-from leadsquared_provider.rules.params import (
-    DEFAULT_MAX_STILL_PRESENT,
-    DEFAULT_VERIFY_DELAY_SECONDS,
-    DEFAULT_VERIFY_SAMPLE,
-    MAX_VERIFY_DELAY_SECONDS,
-    MAX_VERIFY_SAMPLE,
-)
+from leadsquared_provider.rules.params import VerifyParams
 
 if TYPE_CHECKING:
     from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
@@ -61,40 +55,6 @@ class Check(StrEnum):
 FINAL_CHECKS: frozenset[Check] = frozenset({Check.VERIFIED, Check.NOTHING_CHECKABLE})
 # A lead read under several scopes is as bad as its worst check.
 _PRECEDENCE = (Check.STILL_PRESENT, Check.UNVERIFIABLE, Check.VERIFIED, Check.NOTHING_CHECKABLE)
-
-
-def _whole(params: Mapping[str, Any], name: str, default: int, high: int) -> int:
-    raw = params.get(name, default)
-    if raw is None:
-        return default
-    if isinstance(raw, str) and raw.strip().isdigit():
-        raw = int(raw.strip())
-    if isinstance(raw, float) and raw.is_integer():
-        raw = int(raw)
-    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= high:
-        raise PlanError(f"param {name} must be a whole number from 0 to {high}, got {raw!r}")
-    return raw
-
-
-@dataclass(frozen=True)
-class VerifyParams:
-    """The verify step's params: how many queued leads to read back, how long LeadSquared is given to carry
-    the resets out, and how many leads may still hold their activities before the run fails."""
-
-    sample: int = DEFAULT_VERIFY_SAMPLE
-    delay_seconds: int = DEFAULT_VERIFY_DELAY_SECONDS
-    max_still_present: int = DEFAULT_MAX_STILL_PRESENT
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> VerifyParams:
-        """:raises PlanError: a param is not a whole number within its bounds (the message names it)."""
-        return cls(
-            sample=_whole(params, "verify_sample", DEFAULT_VERIFY_SAMPLE, MAX_VERIFY_SAMPLE),
-            delay_seconds=_whole(
-                params, "verify_delay_seconds", DEFAULT_VERIFY_DELAY_SECONDS, MAX_VERIFY_DELAY_SECONDS
-            ),
-            max_still_present=_whole(params, "max_still_present", DEFAULT_MAX_STILL_PRESENT, 10**9),
-        )
 
 
 def _utc_naive(moment: datetime) -> datetime:

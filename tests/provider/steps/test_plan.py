@@ -202,17 +202,24 @@ def test_messy_lead_ids_are_cleaned_and_bad_ones_recorded_never_sent(plan, serve
     assert "is not a LeadSquared GUID" in rows["1234"]["message"]
 
 
-def test_a_whole_number_written_as_4_0_passes_the_plan_and_the_operator(plan):
+def test_a_whole_number_written_as_4_0_passes_the_plan_and_the_operator(plan, served, lsq_connection):
     """A REST trigger's JSON may say 4.0: the plan accepts it, and so does the operator, which reads the
     rendered text "4.0" (every batch used to fail on it)."""
-    from leadsquared_provider.operators.reset import _whole
+    from types import SimpleNamespace
+
+    from leadsquared_provider.operators.reset import LeadSquaredResetOperator
     from leadsquared_provider.rules.params import RunParams
 
     assert plan({**WINDOW, "max_in_flight": 4.0}) == [1]
     assert RunParams.from_params({"max_in_flight": 4.0}).max_in_flight == 4
-    assert _whole("max_in_flight", "4.0", 1, 32) == 4
+    context = {"dag_run": SimpleNamespace(dag_id="leadsquared_reset", run_id="manual__1")}
+    lsq = lsq_connection(served.base_url)
+    reset = LeadSquaredResetOperator(
+        task_id="reset", batch="1", leadsquared_conn_id=lsq, state_conn_id=plan.state, max_in_flight="4.0"
+    )
+    assert reset.execute(context) == {"batch": 1, "leads": 3, "queued": 3}
     with pytest.raises(ValueError, match=r"max_in_flight must be a whole number, got '4\.5'"):
-        _whole("max_in_flight", "4.5", 1, 32)
+        LeadSquaredResetOperator(task_id="reset", batch="1", max_in_flight="4.5").execute(context)
 
 
 def test_sudden_jump_in_candidates_is_refused(plan, served):

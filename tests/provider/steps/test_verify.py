@@ -413,8 +413,8 @@ def test_the_sample_is_random_but_the_same_for_the_same_run():
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        pytest.param({"verify_sample": -1}, "verify_sample must be a whole number from 0 to 1000", id="negative"),
-        pytest.param({"verify_sample": 1001}, "verify_sample", id="too-many"),
+        pytest.param({"verify_sample": -1}, "param verify_sample must be at least 0, got -1", id="negative"),
+        pytest.param({"verify_sample": 1001}, "param verify_sample must be at most 1000, got 1001", id="too-many"),
         pytest.param({"verify_delay_seconds": 2.5}, "verify_delay_seconds", id="fraction"),
         pytest.param({"max_still_present": "few"}, "max_still_present", id="text"),
     ],
