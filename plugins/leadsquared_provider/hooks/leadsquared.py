@@ -34,21 +34,18 @@ from leadsquared_provider.exceptions import (
     RateBudgetError,
     UnbudgetedCallError,
 )
-from leadsquared_provider.rate_budget import DailyQuota, RateBudget, Reaction, account_tag
-from leadsquared_provider.rules.outcomes import (
+from leadsquared_provider.hooks.answers import (
     EXCEPTION_TYPE_LIMIT,
-    MESSAGE_LIMIT,
     Answer,
     AnswerClass,
-    Outcome,
-    ResetResult,
     activity_event_code,
     answer_text,
     classify_answer,
     is_queued_body,
     is_user_body,
-    redacted,
 )
+from leadsquared_provider.rate_budget import DailyQuota, RateBudget, Reaction, account_tag
+from leadsquared_provider.rules.outcomes import MESSAGE_LIMIT, Outcome, ResetResult, redacted
 from leadsquared_provider.rules.request import normalize_lead_id
 from leadsquared_provider.settings import LeadSquaredSettings
 
