@@ -15,12 +15,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from leadsquared_provider.rules.outcomes import MESSAGE_LIMIT, one_line
+
+if TYPE_CHECKING:
+    from requests import Response
 
 RATE_LIMIT_EXCEPTION = "MXAPIRateLimitExceededException"
 LEAD_NOT_FOUND_EXCEPTION = "MXInvalidEntityReferenceException"
@@ -59,6 +62,7 @@ class Answer:
 
     ``uncertain`` is true when the request may have reached LeadSquared though the answer does not say what
     became of it (timeout, dropped connection, 5xx, an unexplained body): sending again may repeat it.
+    ``response`` is the HTTP response it came in (its body read), when one came: what ``run()`` returns.
     """
 
     kind: AnswerClass
@@ -67,6 +71,7 @@ class Answer:
     message: str
     payload: Any = None
     uncertain: bool = False
+    response: Response | None = field(default=None, compare=False, repr=False)
 
 
 EXCEPTION_TYPE_LIMIT = 200
