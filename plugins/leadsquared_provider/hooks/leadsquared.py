@@ -574,11 +574,15 @@ class LeadSquaredHook(HttpHook):
                 shown = shown.replace(key, "***")
         return redacted(shown, limit)
 
-    def _request(self, method: str, endpoint: str, body: dict[str, Any] | None) -> PreparedRequest:
-        """One of the hook's own calls, with the keys in its headers and ``body`` as JSON."""
+    def _own_call(
+        self, method: str, endpoint: str, body: dict[str, Any] | None, accepts: Callable[..., bool]
+    ) -> Callable[[], Answer]:
+        """One of the hook's own calls, ready to send (once per attempt): keys in its headers, ``body`` as JSON."""
         from requests import Request
 
-        return self.get_conn().prepare_request(Request(method, self.url_from_endpoint(endpoint), json=body))
+        session = self.get_conn()
+        prepared = session.prepare_request(Request(method, self.url_from_endpoint(endpoint), json=body))
+        return partial(self._send, session, prepared, accepts)
 
     def _send(self, session: Session, prepared: PreparedRequest, accepts: Callable[..., bool]) -> Answer:
         """One HTTP call (no redirect followed, always a timeout), classified; request errors are transient."""
@@ -726,8 +730,7 @@ class LeadSquaredHook(HttpHook):
         tally = _Tally()
         deferred = False
         try:
-            prepared = self._request("POST", RESET_ENDPOINT, request.to_body())
-            send = partial(self._send, self.get_conn(), prepared, is_queued_body)
+            send = self._own_call("POST", RESET_ENDPOINT, request.to_body(), is_queued_body)
             answer = self._call(send, tally, f"Lead.Reset of lead {request.lead_id}")
         except (LeadSquaredAuthError, InvalidConnection):
             raise  # the run's trouble, not the lead's
@@ -801,7 +804,7 @@ class LeadSquaredHook(HttpHook):
         """
         known = self._known_account() is not None
         budget = self.budget if known else self.key_budget  # the account's, once known
-        send = partial(self._send, self.get_conn(), self._request("GET", USER_ENDPOINT, None), is_user_body)
+        send = self._own_call("GET", USER_ENDPOINT, None, is_user_body)
         answer, tally, described = self._read(send, "UserByAccessKey.Get", budget)
         if answer.kind is not AnswerClass.QUEUED or not isinstance(answer.payload, dict):
             raise LeadSquaredError(f"{described} (after {tally.attempts} attempt(s))")
@@ -907,8 +910,7 @@ class LeadSquaredHook(HttpHook):
     def _activity_page(self, lead: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         """One page of ProspectActivity.Retrieve, through the budget and the retry rules."""
         what = f"ProspectActivity.Retrieve of lead {lead}"
-        send = partial(self._send, self.get_conn(), self._request("POST", endpoint, body), _is_activities_body)
-        answer, tally, described = self._read(send, what)
+        answer, tally, described = self._read(self._own_call("POST", endpoint, body, _is_activities_body), what)
         if answer.kind is not AnswerClass.QUEUED:
             final = answer.kind is AnswerClass.REJECTED
             raise ActivityReadError(

@@ -437,7 +437,7 @@ def test_run_takes_units_of_the_accounts_one_budget(scripted, lsq_connection):
     elapsed = time.monotonic() - started
 
     assert result.outcome is Outcome.QUEUED and len(server.requests) == 3
-    assert result.budget_wait_seconds >= 0.8 and elapsed >= 0.9  # the two run() calls counted in the window
+    assert result.budget_wait_seconds > 0 and elapsed >= 0.95  # the two run() calls counted in the window
 
 
 @pytest.mark.parametrize(
@@ -616,8 +616,9 @@ def test_http_operator_calls_leadsquared_through_the_hook(scripted, lsq_connecti
 
     assert json.loads(operator.execute(context={})) == LEAD_FOUND
     assert isinstance(operator.hook, LeadSquaredHook)
-    user, lookup = server.requests  # the account learnt first (its budget is the account's), then the call
-    assert user["path"].endswith("UserByAccessKey.Get") and lookup["query"] == "emailaddress=a%40example.com"
+    *learnt, lookup = server.requests  # the account learnt first unless this process knows it, then the call
+    assert [r["path"] for r in learnt] in ([], ["/v2/Authentication.svc/UserByAccessKey.Get"])
+    assert (lookup["path"], lookup["query"]) == (LEADS_GET, "emailaddress=a%40example.com")
     assert lookup["headers"]["x-LSQ-SecretKey"] == ADMIN_SECRET and ADMIN_SECRET not in lookup["query"]
 
 
