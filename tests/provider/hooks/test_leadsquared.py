@@ -509,11 +509,12 @@ def test_run_with_advanced_retry_keeps_the_hooks_retry_policy(scripted, lsq_conn
     assert "the retry arguments are not used" in logged()
 
 
-def reset_by_run_and_check(hook: LeadSquaredHook, endpoint: str) -> Any:
+def send_prepared(hook: LeadSquaredHook, method: str, url: str) -> Any:
+    """HttpHook's lower way in: a request prepared on the hook's session, sent by ``run_and_check``."""
     from requests import Request
 
     session = hook.get_conn()
-    return hook.run_and_check(session, session.prepare_request(Request("POST", hook.url_from_endpoint(endpoint))), {})
+    return hook.run_and_check(session, session.prepare_request(Request(method, url)), {})
 
 
 @pytest.mark.parametrize(
@@ -526,7 +527,8 @@ def reset_by_run_and_check(hook: LeadSquaredHook, endpoint: str) -> Any:
             lambda hook: hook.run_with_advanced_retry({}, "/v2/LeadManagement.svc/Lead.Reset"), id="advanced-retry"
         ),
         pytest.param(
-            lambda hook: reset_by_run_and_check(hook, "/v2/LeadManagement.svc/Lead.Reset"), id="run_and_check"
+            lambda hook: send_prepared(hook, "POST", hook.url_from_endpoint("/v2/LeadManagement.svc/Lead.Reset")),
+            id="run_and_check",
         ),
     ],
 )
@@ -554,7 +556,7 @@ def test_run_refuses_lead_reset_so_no_reset_goes_unclaimed(scripted, lsq_connect
         pytest.param(lambda hook: hook.run("/v2/x?accessKey=a&secretKey=b"), "carrying the keys", id="keys-by-name"),
         pytest.param(lambda hook: hook.run(f"/v2/x?k={ADMIN_SECRET}"), "carrying the keys", id="key-by-value"),
         pytest.param(
-            lambda hook: reset_by_run_and_check_to(hook, "http://127.0.0.2:9/v2/x"),
+            lambda hook: send_prepared(hook, "GET", "http://127.0.0.2:9/v2/x"),
             "'127.0.0.2' refused: the keys go only to the connection's API host '127.0.0.1'",
             id="another-host",
         ),
@@ -570,13 +572,6 @@ def test_run_refuses_what_would_loosen_the_hooks_rules(scripted, lsq_connection,
     assert said in str(raised.value) and ADMIN_SECRET not in str(raised.value)
     assert server.requests == []
     assert hook.run("/v2/x", extra_options={"check_response": True, "allow_redirects": False}).json() == LEAD_FOUND
-
-
-def reset_by_run_and_check_to(hook: LeadSquaredHook, url: str) -> Any:
-    from requests import Request
-
-    session = hook.get_conn()
-    return hook.run_and_check(session, session.prepare_request(Request("GET", url)), {})
 
 
 def test_run_never_shows_the_keys(scripted, lsq_connection, logged):
