@@ -28,8 +28,13 @@ class LeadSquaredAuthError(LeadSquaredError):
         self.exception_type = exception_type
 
 
-class UnbudgetedCallError(LeadSquaredError, NotImplementedError):
-    """A call that would skip the account's rate budget and timeout (``HttpHook.run`` and friends)."""
+class RefusedCallError(LeadSquaredError, ValueError):
+    """A call ``LeadSquaredHook.run()`` will not send; nothing was sent.
+
+    A Lead.Reset (it would skip the state store's claim: resets go through ``reset_lead``), a URL off the
+    connection's API host or carrying the keys, or an option that would loosen the timeout, the redirect
+    rule or the answer checks.
+    """
 
 
 class PlanError(LeadSquaredError, ValueError):

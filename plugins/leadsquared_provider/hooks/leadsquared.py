@@ -1,12 +1,19 @@
 """LeadSquaredHook: Lead.Reset (and the activity read that verifies it) through the account's shared rate
-budget, with classified answers.
+budget, with classified answers (:mod:`leadsquared_provider.hooks.answers`).
 
-Built on the HTTP provider's ``HttpHook`` (its connection attributes, base URL and keep-alive adapter); what
-it changes is the session: keys travel only in the ``x-LSQ-AccessKey``/``x-LSQ-SecretKey`` headers (never in
-a URL, never as basic auth), the connection's extras are settings (:class:`LeadSquaredSettings`), not
-headers, and every call takes a unit of the account's budget, has a timeout and follows no redirect.
-HttpHook's own ways to send (``run``, ``run_and_check``, ``run_with_advanced_retry``) are refused: they
-would skip the budget.
+Built on the HTTP provider's ``HttpHook`` (its connection attributes, base URL, adapters and
+``test_connection``); what it changes is the session: keys travel only in the
+``x-LSQ-AccessKey``/``x-LSQ-SecretKey`` headers (never in a URL, never as basic auth), the connection's extras
+are settings (:class:`LeadSquaredSettings`), not headers, and every call takes a unit of the account's budget,
+has a timeout and follows no redirect.
+
+HttpHook's interface is honoured, not refused: ``run``, ``run_and_check`` and ``run_with_advanced_retry`` send
+by the same path as the hook's own endpoints (budget and daily quota, deadline, retries by answer class, the
+same meaning of success). So a user of the HTTP provider (``HttpOperator``, ``HttpSensor``) can call any other
+LeadSquared endpoint through a ``leadsquared`` connection and still share one budget per account with our
+resets, with the same safety. Composing a session instead would have lost that, and HttpHook's connection
+handling with it. The one call ``run`` refuses is Lead.Reset: resets go through :meth:`reset_lead`, sent by
+the reset operator after the state store's claim, so that no reset is ever sent unclaimed.
 """
 
 from __future__ import annotations
@@ -18,9 +25,9 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, NoReturn
-from urllib.parse import quote, urlsplit
+from functools import cached_property, partial
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote, urlsplit
 
 from airflow.providers.http.hooks.http import HttpHook
 
@@ -32,23 +39,20 @@ from leadsquared_provider.exceptions import (
     LeadSquaredAuthError,
     LeadSquaredError,
     RateBudgetError,
-    UnbudgetedCallError,
+    RefusedCallError,
 )
-from leadsquared_provider.rate_budget import DailyQuota, RateBudget, Reaction, account_tag
-from leadsquared_provider.rules.outcomes import (
+from leadsquared_provider.hooks.answers import (
     EXCEPTION_TYPE_LIMIT,
-    MESSAGE_LIMIT,
     Answer,
     AnswerClass,
-    Outcome,
-    ResetResult,
     activity_event_code,
     answer_text,
     classify_answer,
     is_queued_body,
     is_user_body,
-    redacted,
 )
+from leadsquared_provider.rate_budget import DailyQuota, RateBudget, Reaction, account_tag
+from leadsquared_provider.rules.outcomes import MESSAGE_LIMIT, Outcome, ResetResult, redacted
 from leadsquared_provider.rules.request import normalize_lead_id
 from leadsquared_provider.settings import LeadSquaredSettings
 
@@ -56,7 +60,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from airflow.sdk import Connection
-    from requests import Response, Session
+    from requests import PreparedRequest, Response, Session
 
     from leadsquared_provider.rules.request import ResetRequest
 
@@ -69,6 +73,9 @@ ACTIVITY_PAGE_SIZE = 25  # the most ProspectActivity.Retrieve returns per call
 MAX_ACTIVITY_PAGES = 400  # 10,000 activities of one lead (and event code): more is refused, not read for hours
 MAX_ACTIVITY_READS = 3  # a lead whose activities change while they are paged through is read again from the start
 LOOPBACK_NAMES = frozenset({"localhost"})
+# run()'s extra_options: only these, with these values (the hook's own rules), are accepted.
+_SAFE_OPTIONS: dict[str, Any] = {"check_response": True, "allow_redirects": False}
+_KEY_PARAMS = ("accesskey=", "secretkey=")  # the keys as query parameters: refused in any case
 _KEY_FIELDS = {"login": "access key", "password": "secret key"}
 
 
@@ -95,6 +102,30 @@ def _is_activities_body(body: dict[str, Any]) -> bool:
         and isinstance(activities, list)
         and all(isinstance(activity, dict) for activity in activities)
     )
+
+
+def _is_filled_object(body: dict[str, Any]) -> bool:
+    """run()'s success: a JSON object that says something (``{}`` says nothing); error objects never are."""
+    return bool(body)
+
+
+def _decoded(url: str) -> str:
+    """``url`` percent-decoded until it stops changing (``Lead%252EReset`` is still Lead.Reset), case-folded."""
+    for _ in range(5):
+        decoded = unquote(url)
+        if decoded == url:
+            break
+        url = decoded
+    return url.casefold()
+
+
+def _refuse_reset(url: str) -> None:
+    """Refuse a Lead.Reset outside :meth:`LeadSquaredHook.reset_lead`: it would be sent unclaimed."""
+    if "lead.reset" in _decoded(url):
+        raise RefusedCallError(
+            "run() refuses Lead.Reset: a reset sent here would skip the state store's claim (and could be sent "
+            "twice); resets go through reset_lead(), by LeadSquaredResetOperator"
+        )
 
 
 @dataclass
@@ -147,9 +178,9 @@ class _CallDeadline(Exception):
     """The answer did not arrive whole within the call's timeout (a server trickling its body)."""
 
 
-def _body_within(response: Response, deadline: float, timeout: float) -> str:
-    """The response's body as text, read whole before ``deadline`` (monotonic): the timeout bounds the call,
-    not each read of the socket."""
+def _body_within(response: Response, deadline: float, timeout: float) -> bytes:
+    """The response's body, read whole before ``deadline`` (monotonic): the timeout bounds the call, not each
+    read of the socket."""
     from requests.exceptions import ChunkedEncodingError, ConnectionError, ContentDecodingError
     from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 
@@ -171,7 +202,7 @@ def _body_within(response: Response, deadline: float, timeout: float) -> str:
             break
         chunks.append(chunk)
         size += len(chunk)
-    return b"".join(chunks).decode(response.encoding or "utf-8", errors="replace")
+    return b"".join(chunks)
 
 
 def _is_loopback(host: str) -> bool:
@@ -212,6 +243,7 @@ class LeadSquaredHook(HttpHook):
         plan's limit, ``rate_share``, ``timeout_seconds``, ``max_retries``, ``rate_budget_url``, ...).
     :param account: the account's tag when the caller knows it (a run records the one its plan learnt);
         otherwise :attr:`account` asks LeadSquared once per process.
+    :param method: the HTTP method of :meth:`run` (as HttpHook's); the hook's own calls choose their own.
     """
 
     conn_name_attr = "leadsquared_conn_id"
@@ -219,8 +251,14 @@ class LeadSquaredHook(HttpHook):
     conn_type = "leadsquared"
     hook_name = "LeadSquared"
 
-    def __init__(self, leadsquared_conn_id: str = default_conn_name, account: str | None = None, **kwargs: Any) -> None:
-        super().__init__(method="POST", http_conn_id=leadsquared_conn_id, **kwargs)
+    def __init__(
+        self,
+        leadsquared_conn_id: str = default_conn_name,
+        account: str | None = None,
+        method: str = "POST",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(method=method, http_conn_id=leadsquared_conn_id, **kwargs)
         self.leadsquared_conn_id = leadsquared_conn_id
         self._account = account
         self._account_lock = threading.RLock()  # get_user, called under it, charges the account's budget
@@ -430,25 +468,101 @@ class LeadSquaredHook(HttpHook):
             session.headers.update(headers)
         return session
 
-    # -- HttpHook's unpaced ways to send are refused ---------------------------------------------------
+    # -- HttpHook's ways to send, through the budget --------------------------------------------------------
 
-    def _refuse(self, name: str) -> NoReturn:
-        raise UnbudgetedCallError(
-            f"LeadSquaredHook.{name}() is refused: it would skip the account's rate budget, the timeout and the "
-            "answer checks; call reset_lead(), get_activities() or get_user()"
+    def run(
+        self,
+        endpoint: str | None = None,
+        data: dict[str, Any] | str | None = None,
+        headers: dict[str, Any] | None = None,
+        extra_options: dict[str, Any] | None = None,
+        **request_kwargs: Any,
+    ) -> Response:
+        """Send :attr:`method` to ``endpoint`` as HttpHook does, through the account's budget and answer checks.
+
+        ``data`` goes as query parameters for GET, as the body otherwise; ``request_kwargs`` (``json=...``) go
+        to ``requests.Request``. The call is paced and retried as the hook's own endpoints are: rate limits
+        slow the account's budget, unclear answers (5xx, timeout, a body that is not a JSON object) are sent
+        again up to the connection's ``max_retries``, so an endpoint that must not run twice wants
+        ``max_retries`` 0.
+
+        :return: the response, only on a success: a 2xx whose body is a non-empty JSON object that is not an
+            error object. Its body is read: ``.json()`` and ``.text`` work.
+        :raises RefusedCallError: a Lead.Reset (use :meth:`reset_lead`, through the reset operator), a URL off
+            the API host or carrying the keys, or an ``extra_options`` entry other than
+            ``check_response=True``/``allow_redirects=False``; nothing is sent.
+        :raises LeadSquaredAuthError: keys, host, path (404) or permission refused, or a redirect (the hook
+            then stops, as for resets).
+        :raises RateBudgetError: the budget gave no unit.
+        :raises DailyQuotaSpent: the account's share of today's quota is spent.
+        :raises LeadSquaredError: any other answer, after the retry budget (its status and exception type named).
+        """
+        from requests import Request
+
+        _refuse_reset(endpoint or "")
+        session = self.get_conn()
+        url = self.url_from_endpoint(endpoint)
+        if self.method == "GET":
+            request = Request(self.method, url, params=data, headers=headers, **request_kwargs)
+        elif self.method == "HEAD":
+            request = Request(self.method, url, headers=headers, **request_kwargs)
+        else:
+            request = Request(self.method, url, data=data, headers=headers, **request_kwargs)
+        return self.run_and_check(session, session.prepare_request(request), extra_options or {})
+
+    def run_and_check(
+        self, session: Session, prepped_request: PreparedRequest, extra_options: dict[str, Any]
+    ) -> Response:
+        """Send ``prepped_request`` with ``session`` through the budget and the answer checks, as :meth:`run`.
+
+        Refused as :meth:`run` refuses; the timeout is the connection's and no redirect is followed.
+        """
+        self._refuse_unsafe(prepped_request, extra_options)
+        what = self._clean(f"{prepped_request.method} {urlsplit(prepped_request.url or '').path}", 300)
+        answer, tally, described = self._read(partial(self._send, session, prepped_request, _is_filled_object), what)
+        if answer.kind is not AnswerClass.QUEUED or answer.response is None:
+            raise LeadSquaredError(f"{described} (after {tally.attempts} attempt(s))")
+        return answer.response
+
+    def run_with_advanced_retry(self, _retry_args: dict[Any, Any], *args: Any, **kwargs: Any) -> Response:
+        """:meth:`run`, retried by the connection's policy: ``_retry_args`` are not used.
+
+        Retries here are the hook's own (by answer class, within the account's budget and the connection's
+        ``max_retries``): a caller's tenacity arguments could resend what must not be resent (a refused
+        request, a call after the keys were refused) or wait outside the shared budget.
+        """
+        if _retry_args:
+            self.log.info(
+                "run_with_advanced_retry: the retry arguments are not used; the connection's retry policy applies"
+            )
+        return self.run(*args, **kwargs)
+
+    def url_from_endpoint(self, endpoint: str | None) -> str:
+        """The endpoint's URL on :attr:`api_base_url` (https, or http to a loopback host or when allowed)."""
+        self._prepare()
+        return super().url_from_endpoint(endpoint)
+
+    def _refuse_unsafe(self, prepped_request: PreparedRequest, extra_options: dict[str, Any]) -> None:
+        """Refuse what :meth:`run` must not send: see its ``:raises RefusedCallError:``."""
+        url = prepped_request.url or ""
+        _refuse_reset(url)
+        loosened = sorted(
+            name for name, value in extra_options.items() if name not in _SAFE_OPTIONS or value != _SAFE_OPTIONS[name]
         )
-
-    def run(self, *args: Any, **kwargs: Any) -> NoReturn:
-        """Refused: use :meth:`reset_lead` or :meth:`get_user`, which take a unit of the budget."""
-        self._refuse("run")
-
-    def run_and_check(self, *args: Any, **kwargs: Any) -> NoReturn:
-        """Refused: use :meth:`reset_lead` or :meth:`get_user`, which take a unit of the budget."""
-        self._refuse("run_and_check")
-
-    def run_with_advanced_retry(self, *args: Any, **kwargs: Any) -> NoReturn:
-        """Refused: use :meth:`reset_lead` or :meth:`get_user`, which retry within the budget."""
-        self._refuse("run_with_advanced_retry")
+        if loosened:
+            raise RefusedCallError(
+                f"run(): extra_options {', '.join(map(repr, loosened))} refused: the timeout is the connection's "
+                "'timeout_seconds', redirects are never followed and every answer is checked"
+            )
+        target, base = urlsplit(url), urlsplit(self.api_base_url)
+        if (target.scheme.lower(), target.hostname, target.port) != (base.scheme.lower(), base.hostname, base.port):
+            raise RefusedCallError(
+                f"run(): a request to {answer_text(target.hostname, 255)!r} refused: the keys go only to the "
+                f"connection's API host {base.hostname!r}"
+            )
+        decoded = _decoded(url)
+        if any(name in decoded for name in _KEY_PARAMS) or any(key and key.casefold() in decoded for key in self._keys):
+            raise RefusedCallError("run(): a URL carrying the keys refused: the hook sends them in headers only")
 
     # -- one call, classified --------------------------------------------------------------------------
 
@@ -460,21 +574,31 @@ class LeadSquaredHook(HttpHook):
                 shown = shown.replace(key, "***")
         return redacted(shown, limit)
 
-    def _send(self, method: str, endpoint: str, body: dict[str, Any] | None, accepts: Callable[..., bool]) -> Answer:
-        """One HTTP call (no redirect followed, always a timeout), classified; request errors are transient."""
-        from requests import Request, RequestException
+    def _own_call(
+        self, method: str, endpoint: str, body: dict[str, Any] | None, accepts: Callable[..., bool]
+    ) -> Callable[[], Answer]:
+        """One of the hook's own calls, ready to send (once per attempt): keys in its headers, ``body`` as JSON."""
+        from requests import Request
 
         session = self.get_conn()
+        prepared = session.prepare_request(Request(method, self.url_from_endpoint(endpoint), json=body))
+        return partial(self._send, session, prepared, accepts)
+
+    def _send(self, session: Session, prepared: PreparedRequest, accepts: Callable[..., bool]) -> Answer:
+        """One HTTP call (no redirect followed, always a timeout), classified; request errors are transient."""
+        from requests import RequestException
+
         timeout = self.settings.timeout_seconds
         deadline = time.monotonic() + timeout
         try:
-            prepared = session.prepare_request(Request(method, self.url_from_endpoint(endpoint), json=body))
             environment = session.merge_environment_settings(
                 prepared.url, proxies=session.proxies, stream=True, verify=session.verify, cert=session.cert
             )
             response = session.send(prepared, timeout=timeout, allow_redirects=False, **environment)
             with response:
-                text = _body_within(response, deadline, timeout)
+                content = _body_within(response, deadline, timeout)
+            response._content = content  # read whole (within the deadline): .text and .json() read it from here
+            response._content_consumed = True
         except RequestException as exc:
             return Answer(
                 AnswerClass.TRANSIENT,
@@ -485,11 +609,13 @@ class LeadSquaredHook(HttpHook):
             )
         except _CallDeadline as exc:
             return Answer(AnswerClass.TRANSIENT, response.status_code, "CallDeadline", str(exc), uncertain=True)
+        text = content.decode(response.encoding or "utf-8", errors="replace")
         answer = classify_answer(response.status_code, text, location=response.headers.get("Location"), accepts=accepts)
         return replace(
             answer,
             message=self._clean(answer.message),
             exception_type=self._clean(answer.exception_type, EXCEPTION_TYPE_LIMIT) if answer.exception_type else None,
+            response=response,
         )
 
     def _stop_error(self, prefix: str) -> LeadSquaredAuthError:
@@ -502,17 +628,9 @@ class LeadSquaredHook(HttpHook):
             exception_type=failure.exception_type,
         )
 
-    def _call(
-        self,
-        method: str,
-        endpoint: str,
-        body: dict[str, Any] | None,
-        accepts: Callable[..., bool],
-        tally: _Tally,
-        what: str,
-        budget: RateBudget | None = None,
-    ) -> Answer:
-        """Send through the budget; retry rate limits and unclear answers within the settings' budgets.
+    def _call(self, send: Callable[[], Answer], tally: _Tally, what: str, budget: RateBudget | None = None) -> Answer:
+        """Send (``send``: one attempt, classified) through the budget; retry rate limits and unclear answers
+        within the settings' budgets.
 
         ``what`` names the call in the retry log (its lead, when it has one): a user can then tell which
         lead's reset was sent again after an answer nobody could read.
@@ -542,7 +660,7 @@ class LeadSquaredHook(HttpHook):
                 tally.uncertain += 1  # the previous attempt may have reached LeadSquared: this one may repeat it
                 tally.last_was_uncertain = False
             tally.attempts += 1
-            answer = self._send(method, endpoint, body, accepts)
+            answer = send()
             if answer.kind is AnswerClass.RATE_LIMITED:
                 tally.rate_limited += 1
                 day = quota_window_seconds(answer.message)
@@ -612,14 +730,8 @@ class LeadSquaredHook(HttpHook):
         tally = _Tally()
         deferred = False
         try:
-            answer = self._call(
-                "POST",
-                RESET_ENDPOINT,
-                request.to_body(),
-                is_queued_body,
-                tally,
-                f"Lead.Reset of lead {request.lead_id}",
-            )
+            send = self._own_call("POST", RESET_ENDPOINT, request.to_body(), is_queued_body)
+            answer = self._call(send, tally, f"Lead.Reset of lead {request.lead_id}")
         except (LeadSquaredAuthError, InvalidConnection):
             raise  # the run's trouble, not the lead's
         except RateBudgetError as exc:
@@ -666,21 +778,15 @@ class LeadSquaredHook(HttpHook):
         )
 
     def _read(
-        self,
-        method: str,
-        endpoint: str,
-        body: dict[str, Any] | None,
-        accepts: Callable[..., bool],
-        what: str,
-        budget: RateBudget | None = None,
+        self, send: Callable[[], Answer], what: str, budget: RateBudget | None = None
     ) -> tuple[Answer, _Tally, str]:
-        """A read call through the budget and retry rules: its answer, tally and description.
+        """A call other than a reset through the budget and retry rules: its answer, tally and description.
 
         :raises LeadSquaredAuthError: keys, host or permission refused, or a redirect (or the hook stopped).
         """
         tally = _Tally()
         try:
-            answer = self._call(method, endpoint, body, accepts, tally, what, budget)
+            answer = self._call(send, tally, what, budget)
         except _Stopped:
             raise self._stop_error("stopped") from None
         said = f"{answer.exception_type}: {answer.message}" if answer.exception_type else answer.message
@@ -698,7 +804,8 @@ class LeadSquaredHook(HttpHook):
         """
         known = self._known_account() is not None
         budget = self.budget if known else self.key_budget  # the account's, once known
-        answer, tally, described = self._read("GET", USER_ENDPOINT, None, is_user_body, "UserByAccessKey.Get", budget)
+        send = self._own_call("GET", USER_ENDPOINT, None, is_user_body)
+        answer, tally, described = self._read(send, "UserByAccessKey.Get", budget)
         if answer.kind is not AnswerClass.QUEUED or not isinstance(answer.payload, dict):
             raise LeadSquaredError(f"{described} (after {tally.attempts} attempt(s))")
         if not known:
@@ -803,7 +910,7 @@ class LeadSquaredHook(HttpHook):
     def _activity_page(self, lead: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         """One page of ProspectActivity.Retrieve, through the budget and the retry rules."""
         what = f"ProspectActivity.Retrieve of lead {lead}"
-        answer, tally, described = self._read("POST", endpoint, body, _is_activities_body, what)
+        answer, tally, described = self._read(self._own_call("POST", endpoint, body, _is_activities_body), what)
         if answer.kind is not AnswerClass.QUEUED:
             final = answer.kind is AnswerClass.REJECTED
             raise ActivityReadError(

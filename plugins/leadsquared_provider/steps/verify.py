@@ -32,7 +32,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from leadsquared_provider.exceptions import DailyQuotaSpent, LeadSquaredAuthError, RateBudgetError
-from leadsquared_provider.rules.outcomes import activity_event_code
+from leadsquared_provider.hooks.answers import activity_event_code
 from leadsquared_provider.rules.params import VerifyParams
 
 if TYPE_CHECKING:

@@ -17,17 +17,9 @@ from typing import Any
 import pytest
 
 from leadsquared_provider.exceptions import LeadSquaredAuthError
+from leadsquared_provider.hooks.answers import EXCEPTION_TYPE_LIMIT, AnswerClass, classify_answer, is_user_body
 from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
-from leadsquared_provider.rules.outcomes import (
-    EXCEPTION_TYPE_LIMIT,
-    MESSAGE_LIMIT,
-    SETTLED_OUTCOMES,
-    UNRESOLVED_OUTCOMES,
-    AnswerClass,
-    Outcome,
-    classify_answer,
-    is_user_body,
-)
+from leadsquared_provider.rules.outcomes import MESSAGE_LIMIT, SETTLED_OUTCOMES, UNRESOLVED_OUTCOMES, Outcome
 from leadsquared_provider.rules.request import ResetRequest, ResetScope
 from tests.conftest import ADMIN_ACCESS, ADMIN_SECRET, new_lead_id
 

@@ -14,8 +14,9 @@ from leadsquared_provider.exceptions import (
     InvalidConnection,
     InvalidResetRequest,
     LeadSquaredAuthError,
+    LeadSquaredError,
     RateBudgetError,
-    UnbudgetedCallError,
+    RefusedCallError,
 )
 from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
 from leadsquared_provider.rate_budget import account_tag
@@ -396,26 +397,224 @@ def test_insecure_host_is_refused_naming_host_and_extra(lsq_connection, host, ex
         hook.reset_lead(ResetRequest(new_lead_id(), SCOPE))
 
 
-# -- no call skips the budget ----------------------------------------------------------------------------------
+# -- HttpHook's run(): the same path as the hook's own calls -----------------------------------------------------
+
+LEADS_GET = "/v2/LeadManagement.svc/Leads.GetByEmailaddress"
+LEAD_FOUND = {"ProspectID": "5d1f", "EmailAddress": "a@example.com"}
+
+
+def test_run_returns_the_response_of_a_success_with_keys_in_headers_only(scripted, lsq_connection):
+    server = scripted(Reply(200, LEAD_FOUND))
+    reader = test_answers.hook_for(lsq_connection, server)
+    reader.method = "GET"
+
+    got = reader.run(LEADS_GET, data={"emailaddress": "a@example.com"})
+    posted = test_answers.hook_for(lsq_connection, server).run("/v2/x", json={"q": 1}, headers={"X-Trace": "t1"})
+
+    assert (got.status_code, got.json(), posted.json()) == (200, LEAD_FOUND, LEAD_FOUND)
+    first, second = server.requests
+    assert (first["method"], first["path"], first["query"]) == ("GET", LEADS_GET, "emailaddress=a%40example.com")
+    assert (second["method"], second["path"], json.loads(second["body"])) == ("POST", "/v2/x", {"q": 1})
+    assert second["headers"]["X-Trace"] == "t1"
+    for request in server.requests:
+        assert (request["headers"]["x-LSQ-AccessKey"], request["headers"]["x-LSQ-SecretKey"]) == (
+            ADMIN_ACCESS,
+            ADMIN_SECRET,
+        )
+        assert ADMIN_SECRET not in request["query"] and "Authorization" not in request["headers"]
+
+
+def test_run_takes_units_of_the_accounts_one_budget(scripted, lsq_connection):
+    server = scripted(Reply(200, QUEUED))
+    conn_id = lsq_connection(server.base_url, rate_limit=2, rate_window_seconds=1, rate_margin_seconds=0)
+    caller = LeadSquaredHook(leadsquared_conn_id=conn_id, account="scripted")
+    resetter = LeadSquaredHook(leadsquared_conn_id=conn_id, account="scripted")  # another task of the account
+
+    started = time.monotonic()
+    caller.run("/v2/x", json={})
+    caller.run("/v2/x", json={})
+    result = resetter.reset_lead(ResetRequest(new_lead_id(), SCOPE))  # the third call in one window: it waits
+    elapsed = time.monotonic() - started
+
+    assert result.outcome is Outcome.QUEUED and len(server.requests) == 3
+    assert result.budget_wait_seconds > 0 and elapsed >= 0.95  # the two run() calls counted in the window
 
 
 @pytest.mark.parametrize(
-    ("method", "args", "kwargs"),
+    ("reply", "error", "said", "sent"),
     [
-        pytest.param("run", ("/v2/LeadManagement.svc/Lead.Reset",), {"json": {}}, id="run"),
-        pytest.param("run_with_advanced_retry", ({},), {"endpoint": "/v2/x"}, id="run_with_advanced_retry"),
-        pytest.param("run_and_check", (None, None, {}), {}, id="run_and_check"),
+        pytest.param(
+            Reply(400, test_answers.error("MXInvalidInputException", "bad field")),
+            LeadSquaredError,
+            "answered 400 (MXInvalidInputException: bad field) (after 1 attempt(s))",
+            1,
+            id="400-refused-for-good-not-retried",
+        ),
+        pytest.param(
+            Reply(400, {"Status": "Error", "Message": "no reason"}),
+            LeadSquaredError,
+            "answered 400 (answer 400 without a reason",
+            1,
+            id="400-without-reason-not-retried",
+        ),
+        pytest.param(
+            Reply(503, "<html>busy</html>"), LeadSquaredError, "answered 503 (server error 503", 3, id="5xx-retried"
+        ),
+        pytest.param(Reply(200, {}), LeadSquaredError, "answer 200 is not a success: body '{}'", 3, id="200-empty"),
+        pytest.param(Reply(200, [LEAD_FOUND]), LeadSquaredError, "is not a success", 3, id="200-json-list"),
+        pytest.param(
+            Reply(200, test_answers.error("MXException", "oops")),
+            LeadSquaredError,
+            "MXException: oops",
+            3,
+            id="200-error",
+        ),
+        pytest.param(Reply(401, {"Message": "bad keys"}), LeadSquaredAuthError, "keys refused", 1, id="401"),
+        pytest.param(
+            Reply(302, "", headers={"Location": "https://elsewhere.example/x?y=1"}),
+            LeadSquaredAuthError,
+            "a redirect to elsewhere.example",
+            1,
+            id="redirect-not-followed",
+        ),
     ],
 )
-def test_httphook_ways_around_the_budget_are_refused(served, lsq_connection, method, args, kwargs):
-    hook = LeadSquaredHook(leadsquared_conn_id=lsq_connection(served.base_url))
+def test_run_raises_as_the_answer_is_classified(scripted, lsq_connection, reply, error, said, sent):
+    server = scripted(reply)
+    hook = test_answers.hook_for(lsq_connection, server, max_retries=2)
 
-    with pytest.raises(
-        UnbudgetedCallError, match=rf"{method}\(\) is refused.*reset_lead\(\), get_activities\(\) or get_user\(\)"
-    ):
-        getattr(hook, method)(*args, **kwargs)
-    assert isinstance(UnbudgetedCallError("x"), NotImplementedError)
-    assert served.calls() == []
+    with pytest.raises(error) as raised:
+        hook.run("/v2/x", json={})
+
+    assert type(raised.value) is error
+    assert said in str(raised.value)
+    assert len(server.requests) == sent
+
+
+def test_run_with_advanced_retry_keeps_the_hooks_retry_policy(scripted, lsq_connection, logged):
+    import tenacity
+
+    server = scripted(Reply(400, test_answers.error("MXInvalidInputException", "bad field")), Reply(200, LEAD_FOUND))
+    hook = test_answers.hook_for(lsq_connection, server)
+    retry_args = {
+        "stop": tenacity.stop_after_attempt(5),
+        "retry": tenacity.retry_if_exception_type(Exception),
+        "wait": tenacity.wait_none(),
+    }
+
+    with pytest.raises(LeadSquaredError, match="answered 400"):
+        hook.run_with_advanced_retry(retry_args, endpoint="/v2/x", json={})
+
+    assert len(server.requests) == 1  # refused for good: not sent again, whatever the caller's tenacity says
+    assert "the retry arguments are not used" in logged()
+
+
+def send_prepared(hook: LeadSquaredHook, method: str, url: str) -> Any:
+    """HttpHook's lower way in: a request prepared on the hook's session, sent by ``run_and_check``."""
+    from requests import Request
+
+    session = hook.get_conn()
+    return hook.run_and_check(session, session.prepare_request(Request(method, url)), {})
+
+
+@pytest.mark.parametrize(
+    "send",
+    [
+        pytest.param(lambda hook: hook.run("/v2/LeadManagement.svc/Lead.Reset", json={}), id="run"),
+        pytest.param(lambda hook: hook.run("v2/leadmanagement.svc/LEAD.RESET?x=1"), id="run-any-case"),
+        pytest.param(lambda hook: hook.run("/v2/LeadManagement.svc/Lead%252EReset"), id="run-percent-encoded"),
+        pytest.param(
+            lambda hook: hook.run_with_advanced_retry({}, "/v2/LeadManagement.svc/Lead.Reset"), id="advanced-retry"
+        ),
+        pytest.param(
+            lambda hook: send_prepared(hook, "POST", hook.url_from_endpoint("/v2/LeadManagement.svc/Lead.Reset")),
+            id="run_and_check",
+        ),
+    ],
+)
+def test_run_refuses_lead_reset_so_no_reset_goes_unclaimed(scripted, lsq_connection, send):
+    server = scripted(Reply(200, QUEUED))
+    hook = test_answers.hook_for(lsq_connection, server)
+
+    with pytest.raises(RefusedCallError, match=r"refuses Lead\.Reset.*state store's claim.*reset_lead\(\)"):
+        send(hook)
+
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("send", "said"),
+    [
+        pytest.param(
+            lambda hook: hook.run("/v2/x", extra_options={"check_response": False}), "'check_response'", id="no-check"
+        ),
+        pytest.param(
+            lambda hook: hook.run("/v2/x", extra_options={"allow_redirects": True, "timeout": 60}),
+            "'allow_redirects', 'timeout'",
+            id="redirects-and-timeout",
+        ),
+        pytest.param(lambda hook: hook.run("/v2/x?accessKey=a&secretKey=b"), "carrying the keys", id="keys-by-name"),
+        pytest.param(lambda hook: hook.run(f"/v2/x?k={ADMIN_SECRET}"), "carrying the keys", id="key-by-value"),
+        pytest.param(
+            lambda hook: send_prepared(hook, "GET", "http://127.0.0.2:9/v2/x"),
+            "'127.0.0.2' refused: the keys go only to the connection's API host '127.0.0.1'",
+            id="another-host",
+        ),
+    ],
+)
+def test_run_refuses_what_would_loosen_the_hooks_rules(scripted, lsq_connection, send, said):
+    server = scripted(Reply(200, LEAD_FOUND))
+    hook = test_answers.hook_for(lsq_connection, server)
+
+    with pytest.raises(RefusedCallError) as raised:
+        send(hook)
+
+    assert said in str(raised.value) and ADMIN_SECRET not in str(raised.value)
+    assert server.requests == []
+    assert hook.run("/v2/x", extra_options={"check_response": True, "allow_redirects": False}).json() == LEAD_FOUND
+
+
+def test_run_never_shows_the_keys(scripted, lsq_connection, logged):
+    echo = f"keys {ADMIN_ACCESS} / {ADMIN_SECRET} are not valid here"
+    server = scripted(
+        Reply(500, test_answers.error("MXException", echo)), Reply(400, {"Status": "Error", "Message": echo})
+    )
+    hook = test_answers.hook_for(lsq_connection, server)
+
+    with pytest.raises(LeadSquaredError) as raised:
+        hook.run("/v2/x", json={})
+
+    log = logged()
+    assert "are not valid here" in str(raised.value) and "attempt 1, answered 500" in log
+    for text in (str(raised.value), repr(raised.value), log):
+        assert ADMIN_SECRET not in text and ADMIN_ACCESS not in text
+    assert [r["headers"]["x-LSQ-SecretKey"] for r in server.requests] == [ADMIN_SECRET] * 2  # sent, in headers only
+
+
+def test_http_operator_calls_leadsquared_through_the_hook(scripted, lsq_connection):
+    """An ``HttpOperator`` on a ``leadsquared`` connection gets this hook, its budget and its checks."""
+    from airflow.providers.http.operators.http import HttpOperator
+
+    def answer(request: dict[str, Any]) -> Reply:
+        if request["path"].endswith("UserByAccessKey.Get"):
+            return Reply(200, {"Id": "u1", "OrgId": "org-1", "Role": "Administrator"})
+        return Reply(200, LEAD_FOUND)
+
+    server = scripted(answer)
+    operator = HttpOperator(
+        task_id="lookup",
+        http_conn_id=lsq_connection(server.base_url),
+        method="GET",
+        endpoint=LEADS_GET,
+        data={"emailaddress": "a@example.com"},
+    )
+
+    assert json.loads(operator.execute(context={})) == LEAD_FOUND
+    assert isinstance(operator.hook, LeadSquaredHook)
+    *learnt, lookup = server.requests  # the account learnt first unless this process knows it, then the call
+    assert [r["path"] for r in learnt] in ([], ["/v2/Authentication.svc/UserByAccessKey.Get"])
+    assert (lookup["path"], lookup["query"]) == (LEADS_GET, "emailaddress=a%40example.com")
+    assert lookup["headers"]["x-LSQ-SecretKey"] == ADMIN_SECRET and ADMIN_SECRET not in lookup["query"]
 
 
 def test_budget_gets_the_connections_share_and_bounded_wait(served, lsq_connection, lead_id, monkeypatch):
