@@ -184,7 +184,8 @@ def _body_within(response: Response, deadline: float, timeout: float) -> bytes:
     from requests.exceptions import ChunkedEncodingError, ConnectionError, ContentDecodingError
     from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 
-    raw, chunks, size = response.raw, [], 0
+    raw, size = response.raw, 0
+    chunks: list[bytes] = []
     while True:
         # An answer that came whole is read, however late (the last read returns at once: its Content-Length
         # is in); one still coming when time is up is not.
@@ -333,7 +334,7 @@ class LeadSquaredHook(HttpHook):
     def api_base_url(self) -> str:
         """The API's base URL: https, or http to a loopback host or with ``allow_insecure_http``."""
         conn = self.connection
-        host = conn.host.strip().rstrip("/")
+        host = (conn.host or "").strip().rstrip("/")
         base = host if "://" in host else f"{conn.schema or 'https'}://{host}"
         try:
             parsed = urlsplit(base)
@@ -598,7 +599,7 @@ class LeadSquaredHook(HttpHook):
             with response:
                 content = _body_within(response, deadline, timeout)
             response._content = content  # read whole (within the deadline): .text and .json() read it from here
-            response._content_consumed = True
+            response._content_consumed = True  # type: ignore[attr-defined]  # requests' own flag
         except RequestException as exc:
             return Answer(
                 AnswerClass.TRANSIENT,
@@ -853,7 +854,7 @@ class LeadSquaredHook(HttpHook):
         if len(codes) > 1:
             found = self._unfiltered_if_cheaper(lead, len(codes))
             if found is not None:
-                return [(code, a) for a in found if (code := activity_event_code(a)) is not None and code in codes]
+                return [(found_code, a) for a in found if (found_code := activity_event_code(a)) in codes]
         return [(code, activity) for code in codes for activity in self._read_activities(lead, code)]
 
     def _unfiltered_if_cheaper(self, lead: str, reads_by_code: int) -> list[dict[str, Any]] | None:
@@ -920,7 +921,8 @@ class LeadSquaredHook(HttpHook):
                 exception_type=answer.exception_type,
                 final=final,
             )
-        return answer.payload
+        page: dict[str, Any] = answer.payload
+        return page
 
     @staticmethod
     def user_name(user: dict[str, Any]) -> str:

@@ -174,6 +174,6 @@ def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
 
 def redacted(text: object, limit: int = MESSAGE_LIMIT) -> str:
     """``text`` on one line, every secret registered with Airflow's masker replaced, cut to ``limit``."""
-    from airflow.sdk.log import redact
+    from airflow.sdk.log import redact  # type: ignore[attr-defined]  # re-exported by the Task SDK's log module
 
     return one_line(str(redact(str(text))), limit)

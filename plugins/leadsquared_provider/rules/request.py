@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from leadsquared_provider.exceptions import InvalidResetRequest
 from leadsquared_provider.rules.kinds import ParamError, flag, listed, whole_number
@@ -191,9 +191,12 @@ class ResetScope:
         if unknown:
             raise InvalidResetRequest(f"unknown scope field(s): {sorted(unknown)}")
         return cls(
-            activity_event_codes=tuple(_as_list("activity_event_codes", data.get("activity_event_codes"))),
-            task_type_ids=tuple(_as_list("task_type_ids", data.get("task_type_ids"))),
-            audit_types=tuple(_as_list("audit_types", data.get("audit_types"))),
+            # raw values: __post_init__ checks and normalises each list
+            activity_event_codes=tuple(
+                cast("list[int]", _as_list("activity_event_codes", data.get("activity_event_codes")))
+            ),
+            task_type_ids=tuple(cast("list[str]", _as_list("task_type_ids", data.get("task_type_ids")))),
+            audit_types=tuple(cast("list[str]", _as_list("audit_types", data.get("audit_types")))),
             delete_notes=_flag("delete_notes", data.get("delete_notes", False)),
             from_date=data.get("from_date"),
             to_date=data.get("to_date"),

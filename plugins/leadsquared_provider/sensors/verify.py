@@ -60,8 +60,9 @@ class LeadSquaredVerifySensor(BaseSensorOperator):
 
         from leadsquared_provider.exceptions import LeadSquaredError
         from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
+        from leadsquared_provider.rules.params import VerifyParams
         from leadsquared_provider.steps.plan import RunIdentity
-        from leadsquared_provider.steps.verify import VerifyParams, verify_run
+        from leadsquared_provider.steps.verify import verify_run
         from leadsquared_provider.store import StateStore
 
         key = RunIdentity.from_context(context).key

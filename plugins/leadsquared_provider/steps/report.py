@@ -17,8 +17,7 @@ from leadsquared_provider.rules.outcomes import FAILURE_OUTCOMES, UNFINISHED, Ou
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from leadsquared_provider.rules.params import RunParams
-    from leadsquared_provider.steps.verify import VerifyParams
+    from leadsquared_provider.rules.params import RunParams, VerifyParams
     from leadsquared_provider.store import StateStore
 
 SHOWN = 10
@@ -67,7 +66,7 @@ def unresolved(summary: dict[str, Any]) -> int:
     """Leads the next run should pick up: failures, unfinished, deferred and leads held by owners that may
     fail."""
     counts = summary["counts"]
-    return summary["failures"] + counts.get(Outcome.IN_PROGRESS_ELSEWHERE, 0) + counts.get(Outcome.DEFERRED, 0)
+    return int(summary["failures"] + counts.get(Outcome.IN_PROGRESS_ELSEWHERE, 0) + counts.get(Outcome.DEFERRED, 0))
 
 
 def verdict(summary: dict[str, Any], params: RunParams) -> None:
@@ -231,9 +230,8 @@ def report_step(
     from airflow.sdk.exceptions import AirflowFailException
 
     from leadsquared_provider.exceptions import LeadSquaredError
-    from leadsquared_provider.rules.params import RunParams
+    from leadsquared_provider.rules.params import RunParams, VerifyParams
     from leadsquared_provider.steps.plan import RunIdentity
-    from leadsquared_provider.steps.verify import VerifyParams
     from leadsquared_provider.store import StateStore
     from leadsquared_provider.warehouse.candidates import run_audit_export
 

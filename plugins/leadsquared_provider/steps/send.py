@@ -116,7 +116,7 @@ class BatchSender:
         progress_every_seconds: float = 10.0,
         held_poll_seconds: float = 1.0,
         run_stopped: Callable[[], bool] | None = None,
-        log: logging.Logger | None = None,
+        log: Any = None,  # a logging.Logger or the Task SDK's task logger
     ) -> None:
         self.store, self.hook, self.batch, self.owner = store, hook, batch, owner
         self.max_in_flight = max_in_flight

@@ -291,7 +291,7 @@ def verify_run(
     for n, (lead_id, scope_key, queued_at) in enumerate(todo):
         if refused is None and left is not None and n >= left:
             refused = "not read: today's share of the account's daily quota is spent"
-        if refused is None:
+        if refused is None and hook is not None:  # a hook exists whenever there is a lead to read
             try:
                 check = check_lead(
                     hook, lead_id, scope_key, ScopeWindow.from_scope(scopes[scope_key].to_dict(), queued_at)
@@ -307,7 +307,7 @@ def verify_run(
     sampled = set(sample)
     results = lead_results(r for r in store.verification_rows(key) if r["lead_id"] in sampled)
     tally = counts(results)
-    status = {"sampled": len(sample), "of_queued": len(scopes_of), **tally}
+    status: dict[str, Any] = {"sampled": len(sample), "of_queued": len(scopes_of), **tally}
     if day_note or (refused and "daily quota" in refused):
         status["daily_quota"] = day_note or refused
     # Only leads still holding activities are waited for: an unverifiable read was already retried (it is

@@ -210,7 +210,10 @@ class AuditTables(StoreBase):
     def rate_limited_answers(self, key: str) -> int:
         a = t.audit
         with self.engine.connect() as conn:
-            return conn.execute(select(func.coalesce(func.sum(a.c.rate_limited), 0)).where(a.c.run_key == key)).scalar()
+            return int(
+                conn.execute(select(func.coalesce(func.sum(a.c.rate_limited), 0)).where(a.c.run_key == key)).scalar()
+                or 0
+            )
 
     def iter_audit(self, key: str) -> Iterator[dict[str, Any]]:
         """The run's audit rows by name, ordered by lead."""

@@ -185,8 +185,12 @@ class ClaimTables(StoreBase):
                     and (sighting.owner_id, sighting.expires_at) == (held.owner_id, held.expires_at)
                     and held.store_now - sighting.seen_at >= grace
                 ):
-                    same = sighting is not None and sighting.owner_id == held.owner_id
-                    seen = sighting if same and sighting.expires_at == held.expires_at else None
+                    seen = (
+                        sighting
+                        if sighting is not None
+                        and (sighting.owner_id, sighting.expires_at) == (held.owner_id, held.expires_at)
+                        else None
+                    )
                     return Claim(
                         ClaimStatus.EXPIRED,
                         f"expired claim of {holder}",
@@ -259,8 +263,9 @@ class ClaimTables(StoreBase):
         """Keep the owner's unsettled claims alive for ``ttl`` more seconds; return how many."""
         k = t.claims
         with self._begin() as conn:
-            return conn.execute(
+            kept: int = conn.execute(
                 update(k)
                 .where(k.c.owner_id == owner.owner_id, k.c.settled_outcome.is_(None))
                 .values(expires_at=store_now(self.dialect) + ttl)
             ).rowcount
+            return kept

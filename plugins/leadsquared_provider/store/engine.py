@@ -22,6 +22,7 @@ from leadsquared_provider import DEFAULT_STATE_CONN_ID
 from leadsquared_provider.store import schema as t
 
 if TYPE_CHECKING:
+    from sqlalchemy import Table
     from sqlalchemy.engine import Engine
 
 STATE_CONN_ID = DEFAULT_STATE_CONN_ID
@@ -113,13 +114,11 @@ def store_now(dialect: str) -> Any:
     return (func.julianday("now") - 2440587.5) * 86400.0
 
 
-def dialect_insert(dialect: str, table: t.Table) -> Any:
+def dialect_insert(dialect: str, table: Table) -> Any:
     """The dialect's INSERT, which has ``on_conflict_do_nothing``/``on_conflict_do_update``."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
 
 
 def _migrate(conn: Any, found: int) -> None:

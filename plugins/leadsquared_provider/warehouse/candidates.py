@@ -18,7 +18,7 @@ import logging
 import re
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import Enum
@@ -130,7 +130,7 @@ def normalise_id(value: object) -> str | None:
 
 def iter_candidate_ids(
     hook: DbApiHook, sql: str, *, chunk: int = 10_000, source: str = CANDIDATE_SOURCE
-) -> Iterator[str | None]:
+) -> Generator[str | None, None, None]:
     """Run the candidate query; yield the first column of each row, normalised (:func:`normalise_id`).
 
     Rows are streamed ``chunk`` at a time. Nothing is written or committed: the session is read-only where
