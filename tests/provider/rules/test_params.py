@@ -19,7 +19,8 @@ from leadsquared_provider.rules.params import (
     WholeParam,
     dag_params,
 )
-from leadsquared_provider.store.state_store import RunRecord, StateStore
+from leadsquared_provider.rules.request import ResetScope
+from leadsquared_provider.store import RunRecord, StateStore
 
 RANGED = [spec for spec in PARAM_SPECS if isinstance(spec, WholeParam | NumberParam)]
 WHOLE = [spec for spec in RANGED if isinstance(spec, WholeParam)]
@@ -90,7 +91,11 @@ def test_4_0_is_the_whole_number_4_for_the_form_and_the_run_and_4_5_for_none(spe
 def test_the_operator_reads_max_in_flight_as_the_run_does(state_conn):
     """The operator gets ``{{ params.max_in_flight }}`` rendered as text: "4.0" for a JSON 4.0."""
     with StateStore(state_conn) as store:  # a dry run with no lead staged: nothing to send, nothing to reach
-        store.save_run(RunRecord("dag/r1", "dag", "r1", {"delete_notes": True}, "s1", True, 1, 0, 1, 200))
+        store.save_run(
+            RunRecord(
+                "dag/r1", "dag", "r1", ResetScope(delete_notes=True, allow_all_time=True), "s1", True, 1, 0, 1, 200
+            )
+        )
     context = {"dag_run": SimpleNamespace(dag_id="dag", run_id="r1")}
 
     def reset(max_in_flight: object) -> dict:

@@ -157,7 +157,7 @@ def test_a_run_that_was_never_planned_is_done_without_a_read(served, sensor, bui
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        pytest.param({"verify_sample": -1}, "verify_sample must be a whole number from 0 to 1000", id="negative"),
+        pytest.param({"verify_sample": -1}, "param verify_sample must be at least 0, got -1", id="negative"),
         pytest.param({"verify_delay_seconds": 2.5}, "verify_delay_seconds", id="fraction"),
         pytest.param({"max_still_present": "few"}, "max_still_present", id="text"),
     ],
