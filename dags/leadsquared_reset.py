@@ -52,6 +52,8 @@ from airflow.sdk import (
 
 from leadsquared_provider.accounts import Account, accounts_file, load_accounts
 from leadsquared_provider.notifications.run_report import RunReportNotifier
+from leadsquared_provider.operators.plan import LeadSquaredPlanOperator
+from leadsquared_provider.operators.report import LeadSquaredReportOperator
 from leadsquared_provider.operators.reset import LeadSquaredResetOperator
 from leadsquared_provider.rules.params import dag_params
 from leadsquared_provider.sensors.verify import LeadSquaredVerifySensor
@@ -96,19 +98,15 @@ def leadsquared_reset(account: Account) -> DAG:
         params=dag_params(categories),
     )
     def account_dag():
-        @task
-        def plan() -> list[int]:
-            """Window, keys, candidates, guards; stages the batches in the state store and returns their numbers."""
-            from leadsquared_provider.steps.plan import plan_step
-
-            return plan_step(
-                get_current_context(),
-                candidate_query=candidate_query,
-                query_name=f"include/sql/{candidate_query}",
-                warehouse_conn_id=warehouse_conn_id,
-                leadsquared_conn_id=leadsquared_conn_id,
-                state_conn_id=STATE_CONN_ID,
-            )
+        # Window, keys, candidates, guards; stages the batches and returns their numbers (lineage: the query's tables).
+        plan = LeadSquaredPlanOperator(
+            task_id="plan",
+            candidate_query=candidate_query,
+            query_name=f"include/sql/{candidate_query}",
+            warehouse_conn_id=warehouse_conn_id,
+            leadsquared_conn_id=leadsquared_conn_id,
+            state_conn_id=STATE_CONN_ID,
+        )
 
         @task(map_index_template="{{ batch_label }}")
         def check(batch: int) -> None:
@@ -137,24 +135,19 @@ def leadsquared_reset(account: Account) -> DAG:
 
         # Alerts when the run fails (credentials, failures over the threshold, a guard), and a notice when it
         # deferred leads to the next run (the daily quota): add Slack/e-mail beside them.
-        @task(
+        # The outcomes read back from the state store; fails on keys, failures or rejections. Emits the account's
+        # asset event leadsquared://<host>/resets, its OpenLineage output and the run's metrics.
+        report = LeadSquaredReportOperator(
+            task_id="report",
             trigger_rule="all_done",
-            multiple_outputs=False,  # one XCom, the summary (a dict return would be split into one XCom per key)
+            leadsquared_conn_id=leadsquared_conn_id,
+            warehouse_conn_id=warehouse_conn_id,
+            state_conn_id=STATE_CONN_ID,
             on_failure_callback=[RunReportNotifier(state_conn_id=STATE_CONN_ID)],
             on_success_callback=[RunReportNotifier(state_conn_id=STATE_CONN_ID, notice_on_deferred=True)],
         )
-        def report() -> dict:
-            """Read the run's outcomes back from the state store; fail on keys, failures or rejections."""
-            from leadsquared_provider.steps.report import report_step
 
-            return report_step(
-                get_current_context(),
-                leadsquared_conn_id=leadsquared_conn_id,
-                warehouse_conn_id=warehouse_conn_id,
-                state_conn_id=STATE_CONN_ID,
-            )
-
-        reset_batch.expand(batch=plan()) >> verify >> report()
+        reset_batch.expand(batch=plan.output) >> verify >> report
 
     return account_dag()
 

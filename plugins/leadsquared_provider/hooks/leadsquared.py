@@ -31,6 +31,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from airflow.providers.http.hooks.http import HttpHook
 
+from leadsquared_provider import metrics
 from leadsquared_provider.exceptions import (
     ActivityReadError,
     DailyQuotaSpent,
@@ -358,6 +359,11 @@ class LeadSquaredHook(HttpHook):
             "extra 'allow_insecure_http' to true (127.0.0.1, localhost and ::1 are always allowed)"
         )
 
+    @property
+    def api_host(self) -> str:
+        """The API's host (and port, when not the scheme's), as lineage and assets name the account."""
+        return urlsplit(self.api_base_url).netloc.rpartition("@")[2].lower()
+
     def _day(self, cap: int) -> DailyQuota:
         """The account's day as the connection states it: rolling ``daily_window_seconds``, or from ``daily_reset``."""
         return DailyQuota(cap=cap, window_seconds=self.settings.daily_window_seconds, reset=self.settings.daily_reset)
@@ -586,6 +592,14 @@ class LeadSquaredHook(HttpHook):
         return partial(self._send, session, prepared, accepts)
 
     def _send(self, session: Session, prepared: PreparedRequest, accepts: Callable[..., bool]) -> Answer:
+        """One HTTP call (no redirect followed, always a timeout), classified and counted by endpoint and answer."""
+        answer = self._exchange(session, prepared, accepts)
+        metrics.count(
+            metrics.API_CALLS, endpoint=metrics.endpoint_name(urlsplit(prepared.url or "").path), answer=answer.kind
+        )
+        return answer
+
+    def _exchange(self, session: Session, prepared: PreparedRequest, accepts: Callable[..., bool]) -> Answer:
         """One HTTP call (no redirect followed, always a timeout), classified; request errors are transient."""
         from requests import RequestException
 
@@ -656,7 +670,9 @@ class LeadSquaredHook(HttpHook):
         def attempt() -> Answer:
             if self._auth_failure is not None and tally.attempts:
                 raise _Stopped
-            tally.waited += spend.acquire()
+            waited = spend.acquire()
+            tally.waited += waited
+            metrics.timing(metrics.BUDGET_WAIT, waited)
             if tally.last_was_uncertain:
                 tally.uncertain += 1  # the previous attempt may have reached LeadSquared: this one may repeat it
                 tally.last_was_uncertain = False
@@ -666,8 +682,11 @@ class LeadSquaredHook(HttpHook):
                 tally.rate_limited += 1
                 day = quota_window_seconds(answer.message)
                 if day is not None:  # the day's quota, not the 5-s limit: waiting a window changes nothing
+                    metrics.count(metrics.RATE_LIMITED, reaction="day_spent")
                     raise spend.day_is_spent(day)
-                if spend.penalize() is Reaction.AT_FLOOR:  # refused at one call per window: the day is spent
+                reaction = spend.penalize()
+                metrics.count(metrics.RATE_LIMITED, reaction=reaction.name.lower())
+                if reaction is Reaction.AT_FLOOR:  # refused at one call per window: the day is spent
                     raise spend.day_is_spent(self._day_left_seconds())
                 raise _Retry(answer)
             if answer.kind is AnswerClass.TRANSIENT:
@@ -715,6 +734,15 @@ class LeadSquaredHook(HttpHook):
         if answer.kind is AnswerClass.AUTH_FAILED and self._auth_failure is None:
             self._auth_failure = answer
         return answer
+
+    def send_budget_gauges(self, budget: RateBudget | None = None) -> None:
+        """Send the account's budget as gauges: its effective rate and, with a daily quota, today's use of it."""
+        budget = budget or self.budget
+        metrics.gauge(metrics.EFFECTIVE_RATE, budget.effective_limit())
+        left = budget.day_left()
+        if budget.daily is not None and left is not None:
+            metrics.gauge(metrics.DAILY_USED, budget.daily.cap - left)
+            metrics.gauge(metrics.DAILY_SHARE, budget.daily.cap)
 
     # -- the API ---------------------------------------------------------------------------------------
 

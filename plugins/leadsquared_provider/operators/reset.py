@@ -116,9 +116,10 @@ class LeadSquaredResetOperator(BaseOperator):
                 )
                 self.log.info("%s: %d leads would have been sent (dry run)", label, len(leads))
                 return {"batch": number, "leads": len(leads), Outcome.DRY_RUN.value: len(leads)}
+            hook = LeadSquaredHook(leadsquared_conn_id=self.leadsquared_conn_id, account=run.account)
             sender = BatchSender(
                 store=store,
-                hook=LeadSquaredHook(leadsquared_conn_id=self.leadsquared_conn_id, account=run.account),
+                hook=hook,
                 batch=batch,
                 owner=owner_for(key, number, int(getattr(context.get("ti"), "try_number", 1) or 1)),
                 max_in_flight=in_flight,
@@ -131,6 +132,8 @@ class LeadSquaredResetOperator(BaseOperator):
             report = sender.send(leads)
         counts = dict(report.counts)
         self.log.info("%s done: %s", label, counts)
+        if report.stopped_by is None:  # a budget store that stopped the batch has no rate to give
+            hook.send_budget_gauges()
         if report.auth_failure is not None:
             failure = report.auth_failure
             raise AirflowFailException(

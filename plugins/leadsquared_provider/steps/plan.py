@@ -247,6 +247,8 @@ def plan_run(
         # Earlier runs' leads first (the oldest work), then this window's, in the query's order.
         staged = [*carried, *(StagedLead(lead_id, scope_key) for lead_id in cleaned.valid)]
         fits = len(staged) if hook is None else fits_today(hook, len(staged), params, spent)
+        if hook is not None:
+            hook.send_budget_gauges()
         batches = list(batch_ranges(fits, params.batch_size))
         store.save_scope(scope_key, scope)
         store.stage_candidates(run.key, staged)
@@ -309,12 +311,14 @@ def plan_step(
     leadsquared_conn_id: str,
     state_conn_id: str,
     query_name: str | None = None,
+    rendered: Callable[[str], None] | None = None,
 ) -> list[int]:
     """The plan task: plan the task's DAG run with its params; return the batch numbers to ``expand`` over.
 
     :param candidate_query: the candidate query's template, found on the DAG's ``template_searchpath`` and
         rendered with the task's context plus ``window_start`` and ``window_end``.
     :param query_name: the query as messages name it (default: ``candidate_query``).
+    :param rendered: called with the candidate query as sent to the warehouse (its lineage is parsed from it).
     :raises AirflowFailException: refused (bad params, a guard, keys, a deterministic query failure): nothing
         was sent, and a retry would not help.
     """
@@ -324,11 +328,18 @@ def plan_step(
     from leadsquared_provider.rules.params import RunParams
 
     template = context["dag"].get_template_env().get_template(candidate_query)
+
+    def render(start: str | None, end: str | None) -> str:
+        sql = template.render(**context, window_start=start, window_end=end)
+        if rendered is not None:
+            rendered(sql)
+        return sql
+
     try:
         return plan_run(
             RunIdentity.from_context(context),
             RunParams.from_params(context["params"]),
-            render_query=lambda start, end: template.render(**context, window_start=start, window_end=end),
+            render_query=render,
             warehouse_conn_id=warehouse_conn_id,
             leadsquared_conn_id=leadsquared_conn_id,
             state_conn_id=state_conn_id,

@@ -6,6 +6,7 @@ Two DAG steps read the store this way: :func:`check_batch` judges one batch afte
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,7 @@ def build_summary(store: StateStore, key: str) -> dict[str, Any]:
         "run": key,
         "dry_run": run.dry_run,
         "window": run.window,
+        "categories": json.loads(run.scope.categories_text),
         "candidates": run.candidates,
         "retried_from_earlier_runs": run.carried_over,
         "invalid_ids": run.invalid,
