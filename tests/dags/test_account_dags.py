@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import inspect
 import textwrap
 from pathlib import Path
 
@@ -49,11 +48,6 @@ def parse(monkeypatch, tmp_path):
     return parse
 
 
-def closure(task) -> dict:
-    """The account values a @task's callable was built with (what it passes to the hook and the planner)."""
-    return inspect.getclosurevars(task.python_callable).nonlocals
-
-
 def test_two_accounts_give_two_dags_each_with_its_own_ids_and_pool(parse):
     _, bag = parse(TWO_ACCOUNTS)
     assert bag.import_errors == {}
@@ -72,14 +66,16 @@ def test_two_accounts_give_two_dags_each_with_its_own_ids_and_pool(parse):
         reset = tasks["reset_batch.reset"]
         assert (reset.leadsquared_conn_id, reset.pool, reset.state_conn_id) == (conn_id, pool, "leadsquared_state")
         assert {t.pool for t in dag.tasks} == {pool, "default_pool"}
-        plan = closure(tasks["plan"])
-        assert (plan["leadsquared_conn_id"], plan["warehouse_conn_id"], plan["candidate_query"]) == (
+        plan = tasks["plan"]
+        assert (plan.leadsquared_conn_id, plan.warehouse_conn_id, plan.candidate_query) == (
             conn_id,
             warehouse,
             "candidates.sql",
         )
-        assert closure(tasks["report"])["leadsquared_conn_id"] == conn_id
-        assert closure(tasks["report"])["warehouse_conn_id"] == warehouse  # the optional audit export
+        assert tasks["report"].leadsquared_conn_id == conn_id
+        assert tasks["report"].warehouse_conn_id == warehouse  # the optional audit export
+        # Each account's asset event goes out through an alias of its own connection.
+        assert [outlet.name for outlet in tasks["report"].outlets] == [f"leadsquared_resets__{conn_id}"]
         # The house rules hold for every account's DAG, as for the shipped one.
         assert set(dag.tags) == {"leadsquared", "reset"} and dag.doc_md
         assert all(t.retries >= 1 and t.owner == "data-engineering" for t in dag.tasks)
@@ -117,7 +113,7 @@ def test_shipped_file_gives_exactly_todays_dag(monkeypatch):
     dag = bag.dags["leadsquared_reset"]
     reset = dag.get_task("reset_batch.reset")
     assert (reset.leadsquared_conn_id, reset.pool) == ("leadsquared_default", "leadsquared_api")
-    assert closure(dag.get_task("plan"))["warehouse_conn_id"] == "warehouse_default"
+    assert dag.get_task("plan").warehouse_conn_id == "warehouse_default"
     assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 0 * * *", "Asia/Kolkata")
 
 
@@ -148,7 +144,7 @@ def test_dag_file_constants_are_the_shipped_accounts(monkeypatch):
     reset = dag.get_task("reset_batch.reset")
     assert dag_settings() == {
         "LEADSQUARED_CONN_ID": reset.leadsquared_conn_id,
-        "WAREHOUSE_CONN_ID": closure(dag.get_task("plan"))["warehouse_conn_id"],
+        "WAREHOUSE_CONN_ID": dag.get_task("plan").warehouse_conn_id,
         "STATE_CONN_ID": reset.state_conn_id,
         "POOL": reset.pool,
     }

@@ -67,13 +67,17 @@ def _start(
     extra_leads: list[dict[str, Any]] | None = None,
     connections: Sequence[LsqConnection] = (LsqConnection(),),
     accounts_file: Path | None = None,
+    stack_env: Mapping[str, str] | None = None,
+    wait_for: Sequence[str] = (),
     **conn_extra: Any,
 ) -> Iterator[E2E]:
     """Serve the emulator, start a stack whose connections point at it and the warehouse; yield both.
 
     ``connections`` are the stack's LeadSquared connections (default: ``leadsquared_default`` with the demo
     admin's keys), each with ``conn_extra`` and its own extras; ``accounts_file`` (LEADSQUARED_ACCOUNTS_FILE)
-    gives the DAGs, and their pools, instead of the shipped file's one.
+    gives the DAGs, and their pools, instead of the shipped file's one. ``stack_env`` is given to every
+    component of the stack (Airflow's config as ``AIRFLOW__SECTION__KEY``), which may be a function of the
+    emulator's URL; ``wait_for`` names more DAGs to wait for (and unpause).
     """
     leads = [*scenario.leads, lsq_lead("1e1e1e1e-0000-4000-8000-000000000001"), *(extra_leads or [])]
     config = config or EmulatorConfig(rate_limit=25, rate_window_seconds=5.0, latency=(0.02, 0.1))
@@ -91,7 +95,7 @@ def _start(
             "rate_margin_seconds": RATE_MARGIN_SECONDS,
             **conn_extra,
         }
-        env = {"AIRFLOW_CONN_WAREHOUSE_DEFAULT": warehouse_conn}
+        env = {"AIRFLOW_CONN_WAREHOUSE_DEFAULT": warehouse_conn, **(stack_env or {})}
         for conn in connections:
             lsq = {
                 "conn_type": "leadsquared",
@@ -112,7 +116,7 @@ def _start(
 
         prepare(stack.env, {})
         with stack:
-            for dag_id in dag_ids:
+            for dag_id in [*dag_ids, *wait_for]:
                 stack.wait_for_dag(dag_id)
             yield E2E(stack, emu, scenario, kind, query)
 
@@ -144,10 +148,14 @@ READER = "warehouse_reader"  # SELECT on the candidate table, nothing else
 
 @pytest.fixture(scope="module")
 def postgres_e2e(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any) -> Iterator[E2E]:
+    yield from start_on_postgres(tmp_path_factory.mktemp("e2e-postgres"), postgres_server, Scenario())
+
+
+def start_on_postgres(tmp: Path, postgres_server: Any, scenario: Scenario, **kwargs: Any) -> Iterator[E2E]:
+    """:func:`_start` with a fresh PostgreSQL database holding the scenario's rows as ``warehouse_default``,
+    read by a user that may only SELECT the candidate table."""
     import psycopg2
 
-    tmp = tmp_path_factory.mktemp("e2e-postgres")
-    scenario = Scenario()
     dbname = postgres_server.create_database(unique_db_name())
     dsn = postgres_server.dsn(dbname)
 
@@ -168,4 +176,4 @@ def postgres_e2e(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any)
         cur.execute(f"GRANT SELECT ON lsq_reset_requests TO {READER}")
     conn.close()
     reader = {**json.loads(postgres_server.airflow_conn_json(dbname)), "login": READER}
-    yield from _start(tmp, "postgres", json.dumps(reader), query, scenario)
+    yield from _start(tmp, "postgres", json.dumps(reader), query, scenario, **kwargs)
