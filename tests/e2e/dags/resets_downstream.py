@@ -14,7 +14,9 @@ from urllib.parse import urlsplit
 import pendulum
 from airflow.sdk import Asset, dag, get_current_context, task
 
-HOST = urlsplit(json.loads(os.environ.get("AIRFLOW_CONN_LEADSQUARED_DEFAULT", '{"host": "http://unset"}'))["host"]).netloc
+HOST = urlsplit(
+    json.loads(os.environ.get("AIRFLOW_CONN_LEADSQUARED_DEFAULT", '{"host": "http://unset"}'))["host"]
+).netloc
 RESETS = Asset(f"leadsquared://{HOST}/resets")
 
 
