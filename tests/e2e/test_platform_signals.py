@@ -83,15 +83,22 @@ def signals_e2e(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any) 
     (dags / "resets_downstream.py").symlink_to(Path(__file__).parent / "dags" / "resets_downstream.py")
     events = tmp / "openlineage"
     events.mkdir()
+    # The scheduler must create the downstream DAG's asset-triggered runs (the stacks of the other tests create
+    # none), so the reset DAG gets a schedule that has no complete interval yet: no run of its own.
+    accounts = tmp / "accounts.yaml"
+    accounts.write_text(
+        "accounts:\n  - name: default\n    dag_id: leadsquared_reset\n    leadsquared_conn_id: leadsquared_default\n"
+        "    pool: leadsquared_api\n    pool_slots: 4\n    warehouse_conn_id: warehouse_default\n"
+        '    schedule: "0 0 1 1 *"\n'
+    )
     statsd = StatsdListener()
     env = {
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True",
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__OPENLINEAGE__NAMESPACE": OL_NAMESPACE,
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
             {"type": "file", "log_file_path": str(events / "event"), "append": False}
         ),
-        # A manual run's lead_ids param is in its conf, which OpenLineage's Airflow facets carry: masked.
-        "AIRFLOW__CORE__SENSITIVE_VAR_CONN_NAMES": "lead_ids",
         "AIRFLOW__METRICS__STATSD_ON": "True",
         "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
         "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
@@ -101,7 +108,9 @@ def signals_e2e(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any) 
     try:
         yield from (
             (e2e, events, statsd)
-            for e2e in start_on_postgres(tmp, postgres_server, Scenario(), stack_env=env, wait_for=[DOWNSTREAM])
+            for e2e in start_on_postgres(
+                tmp, postgres_server, Scenario(), stack_env=env, wait_for=[DOWNSTREAM], accounts_file=accounts
+            )
         )
     finally:
         statsd.close()
@@ -271,10 +280,8 @@ def test_a_dry_run_emits_no_output_dataset_and_no_asset_event(signals_e2e):
     e2e, folder, _ = signals_e2e
     before = len(list(folder.iterdir()))
     downstream_before = e2e.stack.api("GET", f"/dags/{DOWNSTREAM}/dagRuns")["total_entries"]
-    leads = e2e.scenario.candidates(DAYS[0])[:2]
     frm, to = iso_window(DAYS[0])
-    conf = {"lead_ids": leads, "dry_run": True, "from_date": frm, "to_date": to}
-    run_id = e2e.stack.trigger(conf, run_id=f"signals_dry__{time.time_ns()}")
+    run_id = e2e.stack.trigger({"dry_run": True, "from_date": frm, "to_date": to}, run_id=f"signals_dry__{time.time_ns()}")
     assert e2e.stack.wait_for_run(run_id) == "success"
     time.sleep(2)
     events = read_events(folder)
@@ -284,7 +291,7 @@ def test_a_dry_run_emits_no_output_dataset_and_no_asset_event(signals_e2e):
     assert "leadsquaredReset" not in report[0]["run"]["facets"]
     ran = [e for e in events if e["run"]["facets"].get("airflow", {}).get("dagRun", {}).get("run_id") == run_id]
     assert ran and not any(e.get("outputs") for e in ran)
-    assert not any(lead in json.dumps(events) for lead in leads)  # the conf's lead_ids are masked
+    assert e2e.audit(run_id) and not any(lead in json.dumps(events) for lead in e2e.audit(run_id))
     assert e2e.stack.api("GET", "/assets/events", params={"source_run_id": run_id})["asset_events"] == []
     time.sleep(5)
     assert e2e.stack.api("GET", f"/dags/{DOWNSTREAM}/dagRuns")["total_entries"] == downstream_before
