@@ -281,7 +281,9 @@ def test_a_dry_run_emits_no_output_dataset_and_no_asset_event(signals_e2e):
     before = len(list(folder.iterdir()))
     downstream_before = e2e.stack.api("GET", f"/dags/{DOWNSTREAM}/dagRuns")["total_entries"]
     frm, to = iso_window(DAYS[0])
-    run_id = e2e.stack.trigger({"dry_run": True, "from_date": frm, "to_date": to}, run_id=f"signals_dry__{time.time_ns()}")
+    run_id = e2e.stack.trigger(
+        {"dry_run": True, "from_date": frm, "to_date": to}, run_id=f"signals_dry__{time.time_ns()}"
+    )
     assert e2e.stack.wait_for_run(run_id) == "success"
     time.sleep(2)
     events = read_events(folder)
