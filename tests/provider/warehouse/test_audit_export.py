@@ -12,7 +12,7 @@ import pytest
 from leadsquared_provider.rules.params import RunParams
 from leadsquared_provider.steps.report import report_run
 from leadsquared_provider.store import StateStore
-from leadsquared_provider.warehouse.candidates import AuditExportError, run_audit_export
+from leadsquared_provider.warehouse.audit_export import AuditExportError, run_audit_export
 from tests.pg_server import free_port
 from tests.provider.steps.test_verify import RUN, stage_run
 from tests.provider.warehouse.test_candidates import create_audit_table, pg_execute

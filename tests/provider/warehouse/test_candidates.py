@@ -24,13 +24,8 @@ import pytest
 
 from leadsquared_provider.exceptions import CandidateQueryError
 from leadsquared_provider.rules.outcomes import Outcome
-from leadsquared_provider.warehouse.candidates import (
-    EXPORT_COLUMNS,
-    AuditExportError,
-    export_audit,
-    iter_candidate_ids,
-    normalise_id,
-)
+from leadsquared_provider.warehouse.audit_export import EXPORT_COLUMNS, AuditExportError, export_audit
+from leadsquared_provider.warehouse.candidates import iter_candidate_ids, normalise_id
 from tests.mariadb_server import MariaDBServer
 from tests.pg_server import PostgresServer, free_port, unique_db_name
 
