@@ -155,7 +155,7 @@ def report_run(
     whole report again (the export replaces the run's rows).
     """
     from leadsquared_provider.rules.report_text import format_report
-    from leadsquared_provider.warehouse.candidates import AuditExportError
+    from leadsquared_provider.warehouse.audit_export import AuditExportError
 
     try:
         summary = build_summary(store, key)
@@ -233,7 +233,7 @@ def report_step(
     from leadsquared_provider.rules.params import RunParams, VerifyParams
     from leadsquared_provider.steps.plan import RunIdentity
     from leadsquared_provider.store import StateStore
-    from leadsquared_provider.warehouse.candidates import run_audit_export
+    from leadsquared_provider.warehouse.audit_export import run_audit_export
 
     key = RunIdentity.from_context(context).key
     ti = context["ti"]
