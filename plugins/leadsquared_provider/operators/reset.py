@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from leadsquared_provider import DEFAULT_STATE_CONN_ID
 from leadsquared_provider.rules.kinds import whole_number
 from leadsquared_provider.rules.params import MAX_IN_FLIGHT
+from leadsquared_provider.settings import DEFAULT_STATE_CONN_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -20,7 +20,6 @@ from __future__ import annotations
 from leadsquared_provider.store.audit import AUDIT_COLUMNS, AuditTables, BatchScope, QueuedLead
 from leadsquared_provider.store.claims import Claim, ClaimOwner, ClaimStatus, ClaimTables, Sighting
 from leadsquared_provider.store.engine import (
-    STATE_CONN_ID,
     StateStoreError,
     StoreUnavailable,
     state_is_machine_local,
@@ -43,7 +42,6 @@ class StateStore(RunTables, ClaimTables, AuditTables):
 
 __all__ = [
     "AUDIT_COLUMNS",
-    "STATE_CONN_ID",
     "BatchScope",
     "Claim",
     "ClaimOwner",

@@ -30,8 +30,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from leadsquared_provider import DEFAULT_STATE_CONN_ID
 from leadsquared_provider.rules.outcomes import NOT_RESET_OUTCOMES
+from leadsquared_provider.settings import DEFAULT_STATE_CONN_ID
 from leadsquared_provider.store import StoreUnavailable, reads, run_key
 from leadsquared_provider.ui import NAV_ROUTE, RUN_TAB_ROUTE, URL_PREFIX, chart, pages
 
@@ -46,7 +46,7 @@ PageSize = Annotated[int, Query(ge=1, le=200)]
 # A run's pages: may the user read the runs of the DAG in the path (the api-server's own dependency).
 RUN_ACCESS = [Depends(requires_access_dag("GET", DagAccessEntity.RUN))]
 
-STATE_CONN_ID = DEFAULT_STATE_CONN_ID
+STATE_CONN_ID = DEFAULT_STATE_CONN_ID  # the store the page reads
 NOT_RESET_PAGE, REPEATED_PAGE, HISTORY_PAGE, RUNS_PAGE = 25, 25, 20, 10
 _RATE_EXTRAS = ("rate_limit", "rate_window_seconds", "rate_share")
 
