@@ -25,7 +25,15 @@ from leadsquared_provider.store.engine import (
     state_is_machine_local,
     store_now,
 )
-from leadsquared_provider.store.runs import RunRecord, RunTables, StagedLead, run_counts, run_key
+from leadsquared_provider.store.runs import (
+    RunRecord,
+    RunRef,
+    RunTables,
+    StagedLead,
+    parse_run_key,
+    run_counts,
+    run_key,
+)
 
 
 class StateStore(RunTables, ClaimTables, AuditTables):
@@ -48,11 +56,13 @@ __all__ = [
     "ClaimStatus",
     "QueuedLead",
     "RunRecord",
+    "RunRef",
     "Sighting",
     "StagedLead",
     "StateStore",
     "StateStoreError",
     "StoreUnavailable",
+    "parse_run_key",
     "run_counts",
     "run_key",
     "state_is_machine_local",

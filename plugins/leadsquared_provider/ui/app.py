@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from leadsquared_provider.rules.outcomes import NOT_RESET_OUTCOMES
 from leadsquared_provider.settings import DEFAULT_STATE_CONN_ID
-from leadsquared_provider.store import StoreUnavailable, reads, run_key
+from leadsquared_provider.store import RunRecord, RunRef, StoreUnavailable, parse_run_key, reads, run_key
 from leadsquared_provider.ui import NAV_ROUTE, RUN_TAB_ROUTE, URL_PREFIX, chart, pages
 
 if TYPE_CHECKING:
@@ -95,9 +95,9 @@ def _links(request: Request) -> dict[str, Any]:
     app_root = request.scope.get("root_path", "").rstrip("/")
     ui_root = request.scope.get("app_root_path", app_root.removesuffix(URL_PREFIX)).rstrip("/") + "/"
 
-    def run_url(key: str) -> str:
-        dag_id, _, run_id = key.partition("/")
-        return f"{ui_root}dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}/plugin/{RUN_TAB_ROUTE}"
+    def run_url(run: RunRef | RunRecord) -> str:
+        """The run's resets tab in the Airflow UI."""
+        return f"{ui_root}dags/{quote(run.dag_id, safe='')}/runs/{quote(run.run_id, safe='')}/plugin/{RUN_TAB_ROUTE}"
 
     def page_link(param: str, number: int, anchor: str = "") -> str:
         params = dict(request.query_params)
@@ -109,7 +109,7 @@ def _links(request: Request) -> dict[str, Any]:
         "ui_root": ui_root,
         "nav_url": f"{ui_root}plugin/{NAV_ROUTE}{app_root}/leads",
         "run_url": run_url,
-        "run_id_of": lambda key: key.partition("/")[2],
+        "run_of": parse_run_key,
         "page_link": page_link,
     }
 

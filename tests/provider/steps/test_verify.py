@@ -27,7 +27,7 @@ from leadsquared_provider.steps.verify import (
     sample_leads,
     verify_run,
 )
-from leadsquared_provider.store import BatchScope, RunRecord, StateStore
+from leadsquared_provider.store import BatchScope, RunRecord, StateStore, parse_run_key
 from lsq_emulator import EmulatorConfig, run_emulator
 from tests.conftest import lsq_lead, new_lead_id
 from tests.provider.hooks import test_answers
@@ -442,7 +442,7 @@ def stage_run(store: StateStore, leads: list[str], *, scope: dict | None = None,
         RunRecord(
             RUN,
             "leadsquared_reset",
-            RUN.split("/")[1],
+            parse_run_key(RUN).run_id,
             ResetScope.from_mapping(scope),
             "s1",
             dry_run,

@@ -18,6 +18,7 @@ from leadsquared_provider.store import (
     RunRecord,
     StateStore,
     StateStoreError,
+    parse_run_key,
 )
 from leadsquared_provider.store import schema as state_schema
 
@@ -222,7 +223,7 @@ def test_odd_answers_are_cut_to_their_columns(store):
 def _plan(store: StateStore, run: str, leads: list[str], *, reported: bool = True) -> None:
     store.save_scope("s1", SCOPE)
     store.stage_candidates(run, [(lead, "s1") for lead in leads])
-    store.save_run(RunRecord(run, "dag", run.split("/")[1], SCOPE, "s1", False, len(leads), 0, 1, len(leads)))
+    store.save_run(RunRecord(run, "dag", parse_run_key(run).run_id, SCOPE, "s1", False, len(leads), 0, 1, len(leads)))
     if reported:
         store.close_run(run, unresolved=1)
 
