@@ -78,11 +78,11 @@ class LeadSquaredResetOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
-        from leadsquared_provider.rules.outcomes import Outcome, ResetResult
+        from leadsquared_provider.rules.outcomes import Outcome
         from leadsquared_provider.rules.planning import batch_label
         from leadsquared_provider.steps.plan import RunIdentity
         from leadsquared_provider.steps.send import BatchSender, owner_for, refused_meanwhile
-        from leadsquared_provider.store import BatchScope, StateStore
+        from leadsquared_provider.store import BatchScope, LeadResult, StateStore
 
         in_flight = MAX_IN_FLIGHT.parse(self.max_in_flight)  # rendered text: "4", or "4.0" for a JSON 4.0
         number = whole_number("batch", self.batch, minimum=1)
@@ -106,13 +106,7 @@ class LeadSquaredResetOperator(BaseOperator):
             if run.dry_run:
                 store.record_many(
                     batch,
-                    (
-                        (
-                            lead.scope_key,
-                            ResetResult.not_sent(lead.lead_id, Outcome.DRY_RUN, "dry run: would have been sent"),
-                        )
-                        for lead in leads
-                    ),
+                    (LeadResult.not_sent(lead, Outcome.DRY_RUN, "dry run: would have been sent") for lead in leads),
                 )
                 self.log.info("%s: %d leads would have been sent (dry run)", label, len(leads))
                 return {"batch": number, "leads": len(leads), Outcome.DRY_RUN.value: len(leads)}

@@ -17,7 +17,7 @@ their own store, this is written once or twice per lead; a warehouse sees at mos
 
 from __future__ import annotations
 
-from leadsquared_provider.store.audit import AUDIT_COLUMNS, AuditTables, BatchScope, QueuedLead
+from leadsquared_provider.store.audit import AUDIT_COLUMNS, AuditTables, BatchScope, LeadResult, QueuedLead
 from leadsquared_provider.store.claims import Claim, ClaimOwner, ClaimStatus, ClaimTables, Sighting
 from leadsquared_provider.store.engine import (
     StateStoreError,
@@ -54,6 +54,7 @@ __all__ = [
     "Claim",
     "ClaimOwner",
     "ClaimStatus",
+    "LeadResult",
     "QueuedLead",
     "RunRecord",
     "RunRef",

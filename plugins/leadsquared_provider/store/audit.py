@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from leadsquared_provider.rules.request import ResetScope
+    from leadsquared_provider.store.runs import StagedLead
 
 # The audit's columns a reader is shown (the resets page's lead rows; the export derives its own from them),
 # in that order. The others (scope_key, unread, budget_wait) are the store's bookkeeping.
@@ -55,6 +56,18 @@ class BatchScope:
     dag_id: str
     batch: int
     scopes: Mapping[str, ResetScope]
+
+
+class LeadResult(NamedTuple):
+    """A lead's result under one scope: what one audit row records (the lead is ``result.lead_id``)."""
+
+    scope_key: str
+    result: ResetResult
+
+    @classmethod
+    def not_sent(cls, lead: StagedLead, outcome: Outcome, message: str) -> LeadResult:
+        """The staged ``lead``, not sent (already done, held elsewhere, dry run, skipped, deferred)."""
+        return cls(lead.scope_key, ResetResult.not_sent(lead.lead_id, outcome, message))
 
 
 class QueuedLead(NamedTuple):
@@ -160,11 +173,11 @@ class AuditTables(StoreBase):
         with self._begin() as conn:
             write_audit(conn, batch, scope_key, result, sends=0)
 
-    def record_many(self, batch: BatchScope, items: Iterable[tuple[str, ResetResult]]) -> None:
-        """Write leads that were not sent, each ``(scope_key, result)``, in one transaction."""
+    def record_many(self, batch: BatchScope, results: Iterable[LeadResult]) -> None:
+        """Write leads that were not sent, in one transaction."""
         with self._begin() as conn:
-            for scope_key, result in items:
-                write_audit(conn, batch, scope_key, result, sends=0)
+            for lead in results:
+                write_audit(conn, batch, lead.scope_key, lead.result, sends=0)
 
     def outcome_counts(self, key: str, batch: int | None = None) -> dict[str, int]:
         """The run's (or one batch's) audit rows per outcome, ``sending`` included."""

@@ -27,7 +27,7 @@ from leadsquared_provider.steps.verify import (
     sample_leads,
     verify_run,
 )
-from leadsquared_provider.store import BatchScope, RunRecord, StateStore, parse_run_key
+from leadsquared_provider.store import BatchScope, LeadResult, RunRecord, StateStore, parse_run_key
 from lsq_emulator import EmulatorConfig, run_emulator
 from tests.conftest import lsq_lead, new_lead_id
 from tests.provider.hooks import test_answers
@@ -457,7 +457,10 @@ def stage_run(store: StateStore, leads: list[str], *, scope: dict | None = None,
     batch = BatchScope(run_key=RUN, dag_id="leadsquared_reset", batch=1, scopes={"s1": ResetScope.from_mapping(scope)})
     store.record_many(
         batch,
-        (("s1", ResetResult(lead, outcome, 200, None, "queued", 1, now, now + n)) for n, lead in enumerate(leads)),
+        (
+            LeadResult("s1", ResetResult(lead, outcome, 200, None, "queued", 1, now, now + n))
+            for n, lead in enumerate(leads)
+        ),
     )
     return now + len(leads) - 1
 
