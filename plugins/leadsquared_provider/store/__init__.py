@@ -17,7 +17,15 @@ their own store, this is written once or twice per lead; a warehouse sees at mos
 
 from __future__ import annotations
 
-from leadsquared_provider.store.audit import AUDIT_COLUMNS, AuditTables, BatchScope, LeadResult, QueuedLead
+from leadsquared_provider.store.audit import (
+    AUDIT_COLUMNS,
+    AuditTables,
+    BatchScope,
+    LeadResult,
+    LeadRow,
+    QueuedLead,
+    VerificationRow,
+)
 from leadsquared_provider.store.claims import Claim, ClaimOwner, ClaimStatus, ClaimTables, Sighting
 from leadsquared_provider.store.engine import (
     StateStoreError,
@@ -55,6 +63,7 @@ __all__ = [
     "ClaimOwner",
     "ClaimStatus",
     "LeadResult",
+    "LeadRow",
     "QueuedLead",
     "RunRecord",
     "RunRef",
@@ -63,6 +72,7 @@ __all__ = [
     "StateStore",
     "StateStoreError",
     "StoreUnavailable",
+    "VerificationRow",
     "parse_run_key",
     "run_counts",
     "run_key",

@@ -262,7 +262,7 @@ def create_app() -> FastAPI:
             "dry_run": facts.dry_run if facts else None,
             "window": facts.window if facts else None,
             "counts": view["counts"],
-            "totals": view["totals"],
+            "totals": view["totals"]._asdict(),
             "not_reset": _jsonable(view["not_reset"]),
             "possibly_repeated": _jsonable(view["repeated"]),
             "verification": None

@@ -106,7 +106,7 @@ def test_a_poke_reads_the_sample_and_waits_while_leads_still_hold_activities(ser
     assert all(c["path"].endswith(RETRIEVE) for c in calls)
     assert sorted(c["lead_id"] for c in calls) == ids  # each sampled lead read once
     with StateStore(state_conn) as store:
-        rows = {row["lead_id"]: row["result"] for row in store.verification_rows(KEY)}
+        rows = {row.lead_id: row.result for row in store.verification_rows(KEY)}
     assert rows == {ids[0]: "still_present", **{lead: "verified" for lead in ids[1:]}}
 
     served.clear_calls()

@@ -164,8 +164,8 @@ def test_a_lead_held_by_a_live_owner_is_not_sent_and_says_by_whom(setup, served)
     assert report.counts == {Outcome.QUEUED: 1, Outcome.IN_PROGRESS_ELSEWHERE: 1}
     assert sent_ids(served) == [LEADS[3]]
     [held] = store.leads_with("dag/mine", [Outcome.IN_PROGRESS_ELSEWHERE])
-    assert held["lead_id"] == LEADS[2]
-    assert "run dag/other, batch 7" in held["message"] and "busy-host pid 4242" in held["message"]
+    assert held.lead_id == LEADS[2]
+    assert "run dag/other, batch 7" in held.message and "busy-host pid 4242" in held.message
 
 
 class _BrokenForOneLead(LeadSquaredHook):
