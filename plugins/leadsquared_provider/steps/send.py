@@ -27,7 +27,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from leadsquared_provider.exceptions import DailyQuotaSpent, InvalidConnection, LeadSquaredAuthError, RateBudgetError
 from leadsquared_provider.rules.outcomes import Outcome, ResetResult
-from leadsquared_provider.store import BatchScope, Claim, ClaimOwner, ClaimStatus, Sighting, StagedLead, StateStore
+from leadsquared_provider.store import (
+    BatchScope,
+    Claim,
+    ClaimOwner,
+    ClaimStatus,
+    LeadResult,
+    Sighting,
+    StagedLead,
+    StateStore,
+)
 
 if TYPE_CHECKING:
     from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
@@ -169,12 +178,7 @@ class BatchSender:
         }
         if settled:
             items = [
-                (
-                    lead.scope_key,
-                    ResetResult.not_sent(
-                        lead.lead_id, Outcome.ALREADY_DONE, f"not sent: {how} (same window, categories)"
-                    ),
-                )
+                LeadResult.not_sent(lead, Outcome.ALREADY_DONE, f"not sent: {how} (same window, categories)")
                 for lead, how in sorted(settled.items())
             ]
             self.durably("recording settled leads", None, self.store.record_many, self.batch, items)
@@ -182,7 +186,7 @@ class BatchSender:
         return [lead for lead in leads if lead not in settled]
 
     def record_each(self, leads: Iterable[StagedLead], outcome: Outcome, message: str, counts: Counter[str]) -> None:
-        items = [(lead.scope_key, ResetResult.not_sent(lead.lead_id, outcome, message)) for lead in leads]
+        items = [LeadResult.not_sent(lead, outcome, message) for lead in leads]
         if items:
             self.durably(f"recording {outcome}", None, self.store.record_many, self.batch, items)
             counts[outcome] += len(items)
@@ -314,8 +318,7 @@ class BatchSender:
                                 self.store.claim,
                                 self.owner,
                                 self.batch,
-                                item.lead_id,
-                                item.scope_key,
+                                item,
                                 self.claim_ttl,
                                 sighting=sightings.get(item),
                                 grace=self.takeover_grace,
