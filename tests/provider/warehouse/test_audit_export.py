@@ -20,7 +20,7 @@ import pytest
 from leadsquared_provider.rules.outcomes import Outcome
 from leadsquared_provider.rules.params import RunParams
 from leadsquared_provider.steps.report import report_run
-from leadsquared_provider.store import StateStore
+from leadsquared_provider.store import StateStore, parse_run_key
 from leadsquared_provider.warehouse.audit_export import EXPORT_COLUMNS, AuditExportError, export_audit, run_audit_export
 from tests.pg_server import free_port
 from tests.provider.steps.test_verify import RUN as STAGED_RUN
@@ -44,7 +44,7 @@ def audit_rows(count: int, *, run_key: str = RUN, message: str = "queued") -> li
         {
             "run_key": run_key,
             "dag_id": "leadsquared_reset",
-            "run_id": run_key.split("/", 1)[1],
+            "run_id": parse_run_key(run_key).run_id,
             "lead_id": str(uuid.UUID(int=n, version=4)),
             "from_date": "2026-10-31 18:30:00",
             "to_date": None,
@@ -251,7 +251,7 @@ def test_a_transient_export_failure_keeps_the_summary_and_the_retry_exports_once
     assert summary["audit_exported_rows"] == 3 and "audit_export_error" not in summary
     assert pushed[-1] == summary
     rows = pg_execute(postgres_server, postgres_db, "SELECT lead_id, run_id, outcome FROM audit ORDER BY lead_id")
-    assert rows == [(lead, STAGED_RUN.split("/", 1)[1], "queued") for lead in LEADS]
+    assert rows == [(lead, parse_run_key(STAGED_RUN).run_id, "queued") for lead in LEADS]
 
 
 @pytest.mark.postgres
