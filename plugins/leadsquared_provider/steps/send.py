@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from leadsquared_provider.exceptions import DailyQuotaSpent, InvalidConnection, LeadSquaredAuthError, RateBudgetError
 from leadsquared_provider.rules.outcomes import Outcome, ResetResult
+from leadsquared_provider.rules.params import MAX_IN_FLIGHT
 from leadsquared_provider.store import (
     BatchScope,
     Claim,
@@ -119,7 +120,7 @@ class BatchSender:
         hook: LeadSquaredHook,
         batch: BatchScope,
         owner: ClaimOwner,
-        max_in_flight: int = 4,
+        max_in_flight: int = MAX_IN_FLIGHT.default,
         claim_ttl_seconds: float = 30.0,
         heartbeat_seconds: float = 5.0,
         progress_every_seconds: float = 10.0,
