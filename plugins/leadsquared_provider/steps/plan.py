@@ -28,7 +28,7 @@ from leadsquared_provider.rules.planning import (
     clean_candidates,
     resolve_window,
 )
-from leadsquared_provider.store import BatchScope, RunRecord, StagedLead, StateStore, run_key
+from leadsquared_provider.store import BatchScope, LeadResult, RunRecord, StagedLead, StateStore, run_key
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -276,12 +276,7 @@ def plan_run(
             store.record_many(
                 BatchScope(run_key=run.key, dag_id=run.dag_id, batch=0, scopes=scopes),
                 (
-                    (
-                        lead.scope_key,
-                        ResetResult.not_sent(
-                            lead.lead_id, Outcome.DEFERRED, "not sent: over today's share of the quota"
-                        ),
-                    )
+                    LeadResult.not_sent(lead, Outcome.DEFERRED, "not sent: over today's share of the quota")
                     for lead in deferred
                 ),
             )
@@ -289,7 +284,7 @@ def plan_run(
         store.record_many(
             batch,
             (
-                (
+                LeadResult(
                     scope_key,
                     ResetResult.not_sent(raw, Outcome.REJECTED, f"never sent: {why}", exception_type="InvalidLeadId"),
                 )
