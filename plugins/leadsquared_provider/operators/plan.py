@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from leadsquared_provider import DEFAULT_STATE_CONN_ID
+from leadsquared_provider.settings import DEFAULT_STATE_CONN_ID
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
