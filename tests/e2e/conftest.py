@@ -166,14 +166,15 @@ def start_on_postgres(tmp: Path, postgres_server: Any, scenario: Scenario, **kwa
         conn.close()
         return rows
 
+    role = f"{READER}_{dbname}"  # a role is the server's: one per database, so two stacks can share a server
     conn = psycopg2.connect(dsn)
     with conn, conn.cursor() as cur:
         scenario.write_warehouse_rows(lambda sql, rows: cur.executemany(sql, rows) if rows else cur.execute(sql))
         # The DAG reads the warehouse as a user that may only SELECT the candidate table.
-        cur.execute(f"DROP ROLE IF EXISTS {READER}")
-        cur.execute(f"CREATE ROLE {READER} LOGIN")
-        cur.execute(f"REVOKE ALL ON SCHEMA public FROM PUBLIC; GRANT USAGE ON SCHEMA public TO {READER}")
-        cur.execute(f"GRANT SELECT ON lsq_reset_requests TO {READER}")
+        cur.execute(f"DROP ROLE IF EXISTS {role}")
+        cur.execute(f"CREATE ROLE {role} LOGIN")
+        cur.execute(f"REVOKE ALL ON SCHEMA public FROM PUBLIC; GRANT USAGE ON SCHEMA public TO {role}")
+        cur.execute(f"GRANT SELECT ON lsq_reset_requests TO {role}")
     conn.close()
-    reader = {**json.loads(postgres_server.airflow_conn_json(dbname)), "login": READER}
+    reader = {**json.loads(postgres_server.airflow_conn_json(dbname)), "login": role}
     yield from _start(tmp, "postgres", json.dumps(reader), query, scenario, **kwargs)
