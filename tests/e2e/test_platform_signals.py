@@ -7,7 +7,8 @@
   counted are the emulator's record).
 - A DAG scheduled on the account's resets asset runs after the reset run and reads the counts from the extra.
 - A dry run emits no output dataset and no asset event.
-- No key and no lead id in any event or metric.
+- No key and no lead id in any event or metric: a manual run of the ``lead_ids`` param has them in its conf,
+  which the DAG run's events (sent by the scheduler) and the tasks' (sent by the task runner) carry.
 """
 
 from __future__ import annotations
@@ -118,6 +119,20 @@ def signals_e2e(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any) 
 
 def read_events(folder: Path) -> list[dict[str, Any]]:
     return [json.loads(path.read_text()) for path in sorted(folder.iterdir())]
+
+
+def run_events(folder: Path, run_id: str) -> list[tuple[dict[str, Any], str]]:
+    """Every OpenLineage event of one DAG run with its file's raw text: the DAG run's own (facet
+    ``airflowDagRun``, sent by the scheduler) and its tasks' (facet ``airflow``, sent by the task runner)."""
+    found = []
+    for path in sorted(folder.iterdir()):
+        text = path.read_text()
+        event = json.loads(text)
+        facets = event["run"]["facets"]
+        dag_run = (facets.get("airflowDagRun") or facets.get("airflow") or {}).get("dagRun", {})
+        if dag_run.get("run_id") == run_id:
+            found.append((event, text))
+    return found
 
 
 def task_events(events: list[dict[str, Any]], run_id: str, task_id: str) -> list[dict[str, Any]]:
@@ -297,3 +312,24 @@ def test_a_dry_run_emits_no_output_dataset_and_no_asset_event(signals_e2e):
     assert e2e.stack.api("GET", "/assets/events", params={"source_run_id": run_id})["asset_events"] == []
     time.sleep(5)
     assert e2e.stack.api("GET", f"/dags/{DOWNSTREAM}/dagRuns")["total_entries"] == downstream_before
+
+
+def test_a_manual_runs_lead_ids_reach_no_event(signals_e2e):
+    e2e, folder, _ = signals_e2e
+    leads = e2e.scenario.candidates(DAYS[2])[:3]
+    frm, to = iso_window(DAYS[2])
+    run_id = e2e.stack.trigger(
+        {"lead_ids": leads, "dry_run": True, "from_date": frm, "to_date": to}, run_id=f"signals_ids__{time.time_ns()}"
+    )
+    assert e2e.stack.wait_for_run(run_id) == "success"
+    time.sleep(2)  # the listeners' last events
+    assert sorted(e2e.audit(run_id)) == sorted(leads)  # the run planned those very leads
+    events = run_events(folder, run_id)
+    by_job = Counter((event["job"]["name"], event["eventType"]) for event, _ in events)
+    # The scheduler's events of the DAG run and the task runners' of its tasks, each with the run's conf.
+    assert by_job[DAG_ID, "START"] == 1 and by_job[DAG_ID, "COMPLETE"] == 1
+    assert by_job[f"{DAG_ID}.plan", "START"] == 1 and by_job[f"{DAG_ID}.report", "COMPLETE"] == 1
+    for event, text in events:
+        facet = event["run"]["facets"].get("airflowDagRun") or event["run"]["facets"]["airflow"]
+        assert facet["dagRun"]["conf"]["lead_ids"] == "***" and facet["dagRun"]["conf"]["dry_run"] is True
+        assert not [lead for lead in leads if lead in text], (event["job"]["name"], event["eventType"])

@@ -1,4 +1,5 @@
-"""The Airflow plugin that adds the resets page to the UI (registered by the ``airflow.plugins`` entry point).
+"""The provider's Airflow plugin (registered by the ``airflow.plugins`` entry point): the resets page in the UI,
+and no lead id in OpenLineage's events.
 
 - ``fastapi_apps``: :mod:`leadsquared_provider.ui.app` mounted by the api-server at ``/leadsquared``;
 - ``external_views``: a *Lead resets* tab on every DAG run's page (``destination: dag_run``, the run's
@@ -7,7 +8,9 @@
   base URL, so the links hold behind an ``[api] base_url`` path.
 
 Airflow loads plugins in every process (scheduler, workers, DAG processor): the app, and FastAPI with it, is
-imported only when the api-server asks for ``fastapi_apps``.
+imported only when the api-server asks for ``fastapi_apps``. Loading the plugin also redacts the lead ids of a
+run's conf from the OpenLineage events of that process (:mod:`leadsquared_provider.lineage.run_conf`): the
+scheduler sends the DAG run's events and the task runner the tasks', each after loading the plugins.
 """
 
 from __future__ import annotations
@@ -46,6 +49,12 @@ class LeadSquaredResetsPlugin(AirflowPlugin):
             "url_route": NAV_ROUTE,
         },
     ]
+
+    @classmethod
+    def on_load(cls, *args: Any, **kwargs: Any) -> None:
+        from leadsquared_provider.lineage.run_conf import hide_lead_ids_from_openlineage
+
+        hide_lead_ids_from_openlineage()
 
     @property
     def fastapi_apps(self) -> list[dict[str, Any]]:  # type: ignore[override]
