@@ -67,13 +67,15 @@ def _start(
     extra_leads: list[dict[str, Any]] | None = None,
     connections: Sequence[LsqConnection] = (LsqConnection(),),
     accounts_file: Path | None = None,
+    stack_env: Mapping[str, str] | None = None,
     **conn_extra: Any,
 ) -> Iterator[E2E]:
     """Serve the emulator, start a stack whose connections point at it and the warehouse; yield both.
 
     ``connections`` are the stack's LeadSquared connections (default: ``leadsquared_default`` with the demo
     admin's keys), each with ``conn_extra`` and its own extras; ``accounts_file`` (LEADSQUARED_ACCOUNTS_FILE)
-    gives the DAGs, and their pools, instead of the shipped file's one.
+    gives the DAGs, and their pools, instead of the shipped file's one; ``stack_env`` adds Airflow settings
+    (e.g. more users of the simple auth manager).
     """
     leads = [*scenario.leads, lsq_lead("1e1e1e1e-0000-4000-8000-000000000001"), *(extra_leads or [])]
     config = config or EmulatorConfig(rate_limit=25, rate_window_seconds=5.0, latency=(0.02, 0.1))
@@ -91,7 +93,7 @@ def _start(
             "rate_margin_seconds": RATE_MARGIN_SECONDS,
             **conn_extra,
         }
-        env = {"AIRFLOW_CONN_WAREHOUSE_DEFAULT": warehouse_conn}
+        env = {"AIRFLOW_CONN_WAREHOUSE_DEFAULT": warehouse_conn, **(stack_env or {})}
         for conn in connections:
             lsq = {
                 "conn_type": "leadsquared",
