@@ -116,7 +116,7 @@ class LeadSquaredApprovalOperator(ApprovalOperator):
             store.record_decision(key, decision)
         self.log.info("approval: %s", decision.as_text())
         if decision.decision is Decision.REFUSED:
-            raise AirflowFailException(f"approval {decision.as_text()}: clear this task to ask again")
+            raise AirflowFailException(f"{decision.as_text()}: clear this task to ask again")
         return super().execute_complete(context, event)
 
     def _refusal(self, user: dict[str, Any], trigger_user: str | None) -> str | None:
