@@ -113,7 +113,7 @@ def send_batch(run_id: str, batch: int, start_at: float | None) -> dict[str, Any
     """The state-store half of one batch: read the settled leads, then claim + finish each lead; timed."""
     from leadsquared_provider.rules.outcomes import Outcome, ResetResult
     from leadsquared_provider.steps.send import owner_for
-    from leadsquared_provider.store import BatchScope, ClaimStatus, StateStore
+    from leadsquared_provider.store import BatchScope, ClaimStatus, StagedLead, StateStore
 
     key = _key(run_id)
     with StateStore(STATE_CONN_ID) as store:
@@ -139,7 +139,7 @@ def send_batch(run_id: str, batch: int, start_at: float | None) -> dict[str, Any
                 continue
             t0 = time.perf_counter()
             c0 = counts.snapshot()
-            claim = store.claim(owner, scope, lead, sk, CLAIM_TTL)
+            claim = store.claim(owner, scope, StagedLead(lead, sk), CLAIM_TTL)
             t1 = time.perf_counter()
             c1 = counts.snapshot()
             if claim.status not in (ClaimStatus.OURS, ClaimStatus.TAKEN_OVER):
@@ -166,7 +166,7 @@ def send_batch(run_id: str, batch: int, start_at: float | None) -> dict[str, Any
         seconds = time.perf_counter() - t_start
         # The heartbeat, timed apart: every heartbeat_seconds per batch, however many leads.
         for lead, sk in leads[:4]:  # four claims in flight, unsettled, as while four requests are out
-            store.claim(owner, scope, f"{lead}-hb", sk, CLAIM_TTL)
+            store.claim(owner, scope, StagedLead(f"{lead}-hb", sk), CLAIM_TTL)
         c0 = counts.snapshot()
         beats = []
         for _ in range(HEARTBEATS):

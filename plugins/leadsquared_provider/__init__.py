@@ -1,7 +1,7 @@
 """Airflow provider for LeadSquared: a hook, a reset operator and the planning/audit helpers of the DAG.
 
-This module holds the version and :func:`get_provider_info` only; the connection's settings are in
-:mod:`leadsquared_provider.settings`.
+This module holds the version and :func:`get_provider_info` only; the provider's settings (the state store's
+default connection, the LeadSquared connection's settings) are in :mod:`leadsquared_provider.settings`.
 """
 
 from __future__ import annotations
@@ -9,11 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-
-# The state store's connection (sqlite or postgres) unless a DAG names another. Here, not in `state_store`,
-# so that the DAG file and the operator's module name it without importing the store (and SQLAlchemy's
-# statements) at every parse.
-DEFAULT_STATE_CONN_ID = "leadsquared_state"
 
 
 def get_provider_info() -> dict[str, Any]:

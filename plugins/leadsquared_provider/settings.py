@@ -1,4 +1,5 @@
-"""The LeadSquared connection's settings (:class:`LeadSquaredSettings`): each with its default, form label,
+"""The provider's settings: the state store's default connection (:data:`DEFAULT_STATE_CONN_ID`), and the
+LeadSquared connection's settings (:class:`LeadSquaredSettings`): each with its default, form label,
 description, type and bounds, parsed from the connection's extras with one clear message per bad value.
 
 Kept apart from the hook so that the connection form (:func:`leadsquared_provider.get_provider_info`) is
@@ -13,6 +14,11 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from leadsquared_provider.exceptions import InvalidConnection
+
+# The state store's connection (sqlite or postgres) unless a DAG names another. Here, in a module cheap to
+# import, so that the DAG file, the operator and the sensor name it without importing the store (and
+# SQLAlchemy) at every parse.
+DEFAULT_STATE_CONN_ID = "leadsquared_state"
 
 _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})

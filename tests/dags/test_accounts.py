@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from leadsquared_provider.accounts import (
-    Approver,
     Account,
     AccountsFileError,
+    Approver,
     Categories,
     accounts_file,
     load_accounts,

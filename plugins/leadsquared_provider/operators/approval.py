@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
-from leadsquared_provider import DEFAULT_STATE_CONN_ID
 from leadsquared_provider.accounts import Approver
+from leadsquared_provider.settings import DEFAULT_STATE_CONN_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from leadsquared_provider import DEFAULT_STATE_CONN_ID
 from leadsquared_provider.rules.kinds import whole_number
 from leadsquared_provider.rules.params import MAX_IN_FLIGHT
+from leadsquared_provider.settings import DEFAULT_STATE_CONN_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -65,12 +65,12 @@ class LeadSquaredResetOperator(BaseOperator):
             return
         from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
         from leadsquared_provider.rules.planning import batch_time_limit
-        from leadsquared_provider.store import StateStore, run_key
+        from leadsquared_provider.steps.plan import RunIdentity
+        from leadsquared_provider.store import StateStore
 
         number = whole_number("batch", self.batch, minimum=1)
-        dag_run = context["dag_run"]
         with StateStore(self.state_conn_id) as store:
-            bounds = store.load_run(run_key(dag_run.dag_id, dag_run.run_id)).batch(number)
+            bounds = store.load_run(RunIdentity.from_context(context).key).batch(number)
         leads = bounds["last"] - bounds["first"] + 1
         settings = LeadSquaredHook(leadsquared_conn_id=self.leadsquared_conn_id).settings
         self.execution_timeout = batch_time_limit(leads, settings)
@@ -80,15 +80,15 @@ class LeadSquaredResetOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
-        from leadsquared_provider.rules.outcomes import Outcome, ResetResult
+        from leadsquared_provider.rules.outcomes import Outcome
         from leadsquared_provider.rules.planning import batch_label
+        from leadsquared_provider.steps.plan import RunIdentity
         from leadsquared_provider.steps.send import BatchSender, owner_for, refused_meanwhile
-        from leadsquared_provider.store import BatchScope, StateStore, run_key
+        from leadsquared_provider.store import BatchScope, LeadResult, StateStore
 
         in_flight = MAX_IN_FLIGHT.parse(self.max_in_flight)  # rendered text: "4", or "4.0" for a JSON 4.0
         number = whole_number("batch", self.batch, minimum=1)
-        dag_run = context["dag_run"]
-        key = run_key(dag_run.dag_id, dag_run.run_id)
+        key = RunIdentity.from_context(context).key
         with StateStore(self.state_conn_id) as store:
             run = store.load_run(key)
             gate = store.load_approval(key)
@@ -111,13 +111,7 @@ class LeadSquaredResetOperator(BaseOperator):
             if run.dry_run:
                 store.record_many(
                     batch,
-                    (
-                        (
-                            lead.scope_key,
-                            ResetResult.not_sent(lead.lead_id, Outcome.DRY_RUN, "dry run: would have been sent"),
-                        )
-                        for lead in leads
-                    ),
+                    (LeadResult.not_sent(lead, Outcome.DRY_RUN, "dry run: would have been sent") for lead in leads),
                 )
                 self.log.info("%s: %d leads would have been sent (dry run)", label, len(leads))
                 return {"batch": number, "leads": len(leads), Outcome.DRY_RUN.value: len(leads)}

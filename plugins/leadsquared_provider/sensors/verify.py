@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from leadsquared_provider import DEFAULT_STATE_CONN_ID
 from leadsquared_provider.rules.params import MAX_VERIFY_DELAY_SECONDS, POKE_INTERVAL_SECONDS
+from leadsquared_provider.settings import DEFAULT_STATE_CONN_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

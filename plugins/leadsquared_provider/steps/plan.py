@@ -39,7 +39,7 @@ from leadsquared_provider.rules.planning import (
     clean_candidates,
     resolve_window,
 )
-from leadsquared_provider.store import BatchScope, RunRecord, StagedLead, StateStore, run_key
+from leadsquared_provider.store import BatchScope, LeadResult, RunRecord, StagedLead, StateStore, run_key
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -213,7 +213,7 @@ def preview_activities(hook: LeadSquaredHook, scope: ResetScope, lead_ids: list[
     """How many activities each lead holds that the reset would delete (read now, one call for most leads)."""
     from leadsquared_provider.steps.verify import Check, ScopeWindow, check_lead
 
-    window = ScopeWindow.from_scope(scope.to_dict())
+    window = ScopeWindow.from_scope(scope)
     found = []
     for lead_id in lead_ids:
         check = check_lead(hook, lead_id, scope.key, window)
@@ -351,12 +351,7 @@ def plan_run(
             store.record_many(
                 BatchScope(run_key=run.key, dag_id=run.dag_id, batch=0, scopes=scopes),
                 (
-                    (
-                        lead.scope_key,
-                        ResetResult.not_sent(
-                            lead.lead_id, Outcome.DEFERRED, "not sent: over today's share of the quota"
-                        ),
-                    )
+                    LeadResult.not_sent(lead, Outcome.DEFERRED, "not sent: over today's share of the quota")
                     for lead in deferred
                 ),
             )
@@ -364,7 +359,7 @@ def plan_run(
         store.record_many(
             batch,
             (
-                (
+                LeadResult(
                     scope_key,
                     ResetResult.not_sent(raw, Outcome.REJECTED, f"never sent: {why}", exception_type="InvalidLeadId"),
                 )

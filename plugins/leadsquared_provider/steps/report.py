@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from leadsquared_provider.rules.params import RunParams, VerifyParams
-    from leadsquared_provider.store import StateStore
+    from leadsquared_provider.store import LeadRow, StateStore
 
 SHOWN = 10
 LETS_THROUGH = frozenset(str(decision) for decision in Decision if decision.lets_through)
@@ -57,13 +57,13 @@ def build_summary(store: StateStore, key: str) -> dict[str, Any]:
         "rejected": rejected,
         "rejected_share": round(rejected / total, 4) if total else 0.0,
         "possibly_repeated": store.repeated_count(key),
-        "possibly_repeated_leads": [row["lead_id"] for row in store.leads_with(key, repeated=True, limit=SHOWN)],
-        "held_elsewhere": store.leads_with(key, [Outcome.IN_PROGRESS_ELSEWHERE], limit=SHOWN),
-        "already_done_leads": store.leads_with(key, [Outcome.ALREADY_DONE], limit=SHOWN),
+        "possibly_repeated_leads": [row.lead_id for row in store.leads_with(key, repeated=True, limit=SHOWN)],
+        "held_elsewhere": _listed(store.leads_with(key, [Outcome.IN_PROGRESS_ELSEWHERE], limit=SHOWN)),
+        "already_done_leads": _listed(store.leads_with(key, [Outcome.ALREADY_DONE], limit=SHOWN)),
         "rate_limited_answers": store.rate_limited_answers(key),
         # Over today's share of the daily quota: not failures; the next run sends them for their window.
         "deferred": counts.get(Outcome.DEFERRED, 0),
-        "first_failed": store.leads_with(key, [*FAILURE_OUTCOMES, Outcome.REJECTED], limit=SHOWN),
+        "first_failed": _listed(store.leads_with(key, [*FAILURE_OUTCOMES, Outcome.REJECTED], limit=SHOWN)),
         "approval": None if gate is None else approval_part(*gate),
     }
 
@@ -78,6 +78,11 @@ def approval_part(request: ApprovalRequest, decision: ApprovalDecision) -> dict[
         "at": utc_text(decision.at) if decision.at else None,
         "text": decision.as_text(),
     }
+
+
+def _listed(rows: list[LeadRow]) -> list[dict[str, Any]]:
+    """Lead rows as the summary (an XCom, JSON) lists them."""
+    return [row._asdict() for row in rows]
 
 
 def unresolved(summary: dict[str, Any]) -> int:
@@ -178,7 +183,7 @@ def report_run(
     whole report again (the export replaces the run's rows).
     """
     from leadsquared_provider.rules.report_text import format_report
-    from leadsquared_provider.warehouse.candidates import AuditExportError
+    from leadsquared_provider.warehouse.audit_export import AuditExportError
 
     try:
         summary = build_summary(store, key)
@@ -256,7 +261,7 @@ def report_step(
     from leadsquared_provider.rules.params import RunParams, VerifyParams
     from leadsquared_provider.steps.plan import RunIdentity
     from leadsquared_provider.store import StateStore
-    from leadsquared_provider.warehouse.candidates import run_audit_export
+    from leadsquared_provider.warehouse.audit_export import run_audit_export
 
     key = RunIdentity.from_context(context).key
     ti = context["ti"]

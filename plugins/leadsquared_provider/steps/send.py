@@ -27,7 +27,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from leadsquared_provider.exceptions import DailyQuotaSpent, InvalidConnection, LeadSquaredAuthError, RateBudgetError
 from leadsquared_provider.rules.outcomes import Outcome, ResetResult
-from leadsquared_provider.store import BatchScope, Claim, ClaimOwner, ClaimStatus, Sighting, StagedLead, StateStore
+from leadsquared_provider.rules.params import MAX_IN_FLIGHT
+from leadsquared_provider.store import (
+    BatchScope,
+    Claim,
+    ClaimOwner,
+    ClaimStatus,
+    LeadResult,
+    Sighting,
+    StagedLead,
+    StateStore,
+)
 
 if TYPE_CHECKING:
     from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
@@ -110,7 +120,7 @@ class BatchSender:
         hook: LeadSquaredHook,
         batch: BatchScope,
         owner: ClaimOwner,
-        max_in_flight: int = 4,
+        max_in_flight: int = MAX_IN_FLIGHT.default,
         claim_ttl_seconds: float = 30.0,
         heartbeat_seconds: float = 5.0,
         progress_every_seconds: float = 10.0,
@@ -169,12 +179,7 @@ class BatchSender:
         }
         if settled:
             items = [
-                (
-                    lead.scope_key,
-                    ResetResult.not_sent(
-                        lead.lead_id, Outcome.ALREADY_DONE, f"not sent: {how} (same window, categories)"
-                    ),
-                )
+                LeadResult.not_sent(lead, Outcome.ALREADY_DONE, f"not sent: {how} (same window, categories)")
                 for lead, how in sorted(settled.items())
             ]
             self.durably("recording settled leads", None, self.store.record_many, self.batch, items)
@@ -182,7 +187,7 @@ class BatchSender:
         return [lead for lead in leads if lead not in settled]
 
     def record_each(self, leads: Iterable[StagedLead], outcome: Outcome, message: str, counts: Counter[str]) -> None:
-        items = [(lead.scope_key, ResetResult.not_sent(lead.lead_id, outcome, message)) for lead in leads]
+        items = [LeadResult.not_sent(lead, outcome, message) for lead in leads]
         if items:
             self.durably(f"recording {outcome}", None, self.store.record_many, self.batch, items)
             counts[outcome] += len(items)
@@ -314,8 +319,7 @@ class BatchSender:
                                 self.store.claim,
                                 self.owner,
                                 self.batch,
-                                item.lead_id,
-                                item.scope_key,
+                                item,
                                 self.claim_ttl,
                                 sighting=sightings.get(item),
                                 grace=self.takeover_grace,

@@ -26,7 +26,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -34,10 +34,12 @@ from typing import TYPE_CHECKING, Any
 from leadsquared_provider.exceptions import DailyQuotaSpent, LeadSquaredAuthError, RateBudgetError
 from leadsquared_provider.hooks.answers import activity_event_code
 from leadsquared_provider.rules.params import VerifyParams
+from leadsquared_provider.store import VerificationRow
 
 if TYPE_CHECKING:
     from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
-    from leadsquared_provider.store import StateStore
+    from leadsquared_provider.rules.request import ResetScope
+    from leadsquared_provider.store import QueuedLead, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +76,6 @@ def parse_created_on(value: object) -> datetime | None:
         return None
 
 
-def _window_bound(value: object) -> datetime | None:
-    if value in (None, ""):
-        return None
-    return _utc_naive(datetime.fromisoformat(str(value)))
-
-
 @dataclass(frozen=True)
 class ScopeWindow:
     """What one scope's reset was to delete among a lead's activities: these event codes, created in
@@ -90,16 +86,16 @@ class ScopeWindow:
     end: datetime | None
 
     @classmethod
-    def from_scope(cls, scope: Mapping[str, Any], queued_at: float | None = None) -> ScopeWindow:
-        """The scope as stored by the plan (ISO-8601 UTC bounds), cut at the moment its reset was queued: a
-        reset covers what existed then (the state store's rule for settling a lead), so what was created in
-        the window after it, or after an all-time reset, may remain."""
-        end = _window_bound(scope.get("to_date"))
+    def from_scope(cls, scope: ResetScope, queued_at: float | None = None) -> ScopeWindow:
+        """The scope's event codes and window, cut at the moment its reset was queued: a reset covers what
+        existed then (the state store's rule for settling a lead), so what was created in the window after
+        it, or after an all-time reset, may remain."""
+        end = _utc_naive(scope.to_date) if scope.to_date is not None else None
         if queued_at is not None:
             queued = _utc_naive(datetime.fromtimestamp(queued_at, UTC))
             end = queued if end is None else min(end, queued)
-        codes = tuple(sorted({int(code) for code in scope.get("activity_event_codes") or ()}))
-        return cls(event_codes=codes, start=_window_bound(scope.get("from_date")), end=end)
+        start = _utc_naive(scope.from_date) if scope.from_date is not None else None
+        return cls(event_codes=scope.activity_event_codes, start=start, end=end)
 
     def contains(self, moment: datetime) -> bool:
         return (self.start is None or moment >= self.start) and (self.end is None or moment <= self.end)
@@ -110,33 +106,9 @@ class ScopeWindow:
         return f"event code(s) {', '.join(map(str, self.event_codes))} created {start} .. {end} UTC"
 
 
-@dataclass(frozen=True)
-class LeadCheck:
-    """One (lead, scope) read back: its check, what remains of what the reset was to delete, and why."""
-
-    lead_id: str
-    scope_key: str
-    result: Check
-    remaining_count: int = 0
-    remaining_ids: tuple[str, ...] = ()
-    message: str = ""
-    checked_at: float = field(default_factory=time.time)
-
-    def as_row(self) -> dict[str, Any]:
-        return {
-            "lead_id": self.lead_id,
-            "scope_key": self.scope_key,
-            "result": str(self.result),
-            "remaining_count": self.remaining_count,
-            "remaining_ids": list(self.remaining_ids),
-            "message": self.message,
-            "checked_at": self.checked_at,
-        }
-
-
 def classify(
     lead_id: str, scope_key: str, window: ScopeWindow, activities: Iterable[tuple[int, Mapping[str, Any]]]
-) -> LeadCheck:
+) -> VerificationRow:
     """Judge one lead under one scope from its activities, each given with the event code it was read for.
 
     Only an activity with one of the scope's event codes and a ``CreatedOn`` inside the window counts; one
@@ -163,7 +135,7 @@ def classify(
             others += 1
     what = window.describe()
     if remaining:
-        return LeadCheck(
+        return VerificationRow(
             lead_id,
             scope_key,
             Check.STILL_PRESENT,
@@ -172,19 +144,19 @@ def classify(
             f"{len(remaining)} activit{'y' if len(remaining) == 1 else 'ies'} of {what} still present",
         )
     if unreadable:
-        return LeadCheck(
+        return VerificationRow(
             lead_id,
             scope_key,
             Check.UNVERIFIABLE,
             message=f"{len(unreadable)} activit{'y' if len(unreadable) == 1 else 'ies'} of event code(s) "
             f"{', '.join(map(str, window.event_codes))} without a readable CreatedOn: {', '.join(unreadable[:5])}",
         )
-    return LeadCheck(
+    return VerificationRow(
         lead_id, scope_key, Check.VERIFIED, message=f"none of {what} left ({others} other activities, kept)"
     )
 
 
-def check_lead(hook: LeadSquaredHook, lead_id: str, scope_key: str, window: ScopeWindow) -> LeadCheck:
+def check_lead(hook: LeadSquaredHook, lead_id: str, scope_key: str, window: ScopeWindow) -> VerificationRow:
     """Read the lead's activities of the window's event codes (one call for most leads) and classify them.
 
     A read that fails (after the hook's retries), a lead that is not found and an exhausted budget make the
@@ -193,7 +165,7 @@ def check_lead(hook: LeadSquaredHook, lead_id: str, scope_key: str, window: Scop
     from leadsquared_provider.exceptions import ActivityReadError
 
     if not window.event_codes:
-        return LeadCheck(
+        return VerificationRow(
             lead_id,
             scope_key,
             Check.NOTHING_CHECKABLE,
@@ -203,9 +175,9 @@ def check_lead(hook: LeadSquaredHook, lead_id: str, scope_key: str, window: Scop
         activities = hook.get_activities_of(lead_id, window.event_codes)
     except ActivityReadError as exc:
         gone = " (deleted or merged since its reset was queued?)" if exc.final else ""
-        return LeadCheck(lead_id, scope_key, Check.UNVERIFIABLE, message=f"{exc}{gone}")
+        return VerificationRow(lead_id, scope_key, Check.UNVERIFIABLE, message=f"{exc}{gone}")
     except RateBudgetError as exc:
-        return LeadCheck(lead_id, scope_key, Check.UNVERIFIABLE, message=f"rate budget: {exc}")
+        return VerificationRow(lead_id, scope_key, Check.UNVERIFIABLE, message=f"rate budget: {exc}")
     return classify(lead_id, scope_key, window, activities)
 
 
@@ -218,11 +190,11 @@ def sample_leads(lead_ids: Iterable[str], size: int, run_key: str) -> list[str]:
     return sorted(random.Random(run_key).sample(population, size))
 
 
-def lead_results(rows: Iterable[Mapping[str, Any]]) -> dict[str, Check]:
+def lead_results(rows: Iterable[VerificationRow]) -> dict[str, Check]:
     """Each lead's overall check from its rows (one per scope): the worst of them."""
     by_lead: dict[str, set[Check]] = defaultdict(set)
     for row in rows:
-        by_lead[row["lead_id"]].add(Check(row["result"]))
+        by_lead[row.lead_id].add(Check(row.result))
     return {lead: next(c for c in _PRECEDENCE if c in checks) for lead, checks in by_lead.items()}
 
 
@@ -268,16 +240,16 @@ def verify_run(
     if not queued:
         return VerifyStep(True, {"skipped": "no lead was queued"})
     started = now()
-    scopes_of: dict[str, list[tuple[str, float | None]]] = defaultdict(list)
-    for lead_id, scope_key, queued_at in queued:
-        scopes_of[lead_id].append((scope_key, queued_at))
-    last_queued = max((at for _, _, at in queued if at is not None), default=started)
+    queued_of: dict[str, list[QueuedLead]] = defaultdict(list)
+    for lead in queued:
+        queued_of[lead.lead_id].append(lead)
+    last_queued = max((lead.queued_at for lead in queued if lead.queued_at is not None), default=started)
     deadline = last_queued + params.delay_seconds
     last_round = started >= deadline
-    sample = sample_leads(scopes_of, params.sample, key)
-    settled = {(r["lead_id"], r["scope_key"]) for r in store.verification_rows(key) if r["result"] in FINAL_CHECKS}
-    todo = [(lead, sk, at) for lead in sample for sk, at in scopes_of[lead] if (lead, sk) not in settled]
-    scopes = store.load_scopes({sk for _, sk, _ in todo})
+    sample = sample_leads(queued_of, params.sample, key)
+    settled = {(r.lead_id, r.scope_key) for r in store.verification_rows(key) if r.result in FINAL_CHECKS}
+    todo = [lead for lead_id in sample for lead in queued_of[lead_id] if (lead.lead_id, lead.scope_key) not in settled]
+    scopes = store.load_scopes({lead.scope_key for lead in todo})
     hook = hook_factory() if todo else None
     refused: str | None = None
     day_note: str | None = None
@@ -288,26 +260,25 @@ def verify_run(
             "quota holds no more"
         )
         log.warning("verification: %s", day_note)
-    for n, (lead_id, scope_key, queued_at) in enumerate(todo):
+    for n, lead in enumerate(todo):
         if refused is None and left is not None and n >= left:
             refused = "not read: today's share of the account's daily quota is spent"
         if refused is None and hook is not None:  # a hook exists whenever there is a lead to read
+            window = ScopeWindow.from_scope(scopes[lead.scope_key], lead.queued_at)
             try:
-                check = check_lead(
-                    hook, lead_id, scope_key, ScopeWindow.from_scope(scopes[scope_key].to_dict(), queued_at)
-                )
+                check = check_lead(hook, lead.lead_id, lead.scope_key, window)
             except LeadSquaredAuthError as exc:
                 refused = f"not read: LeadSquared refused the keys: {exc}"
             except DailyQuotaSpent as exc:
                 refused = f"not read: {exc}"
         if refused is not None:
-            check = LeadCheck(lead_id, scope_key, Check.UNVERIFIABLE, message=refused)
-        log.info("lead %s: %s (%s)", lead_id, check.result, check.message)
-        store.save_verification(key, [check.as_row()])  # as it goes: a killed poke keeps what it read
+            check = VerificationRow(lead.lead_id, lead.scope_key, Check.UNVERIFIABLE, message=refused)
+        log.info("lead %s: %s (%s)", lead.lead_id, check.result, check.message)
+        store.save_verification(key, [check])  # as it goes: a killed poke keeps what it read
     sampled = set(sample)
-    results = lead_results(r for r in store.verification_rows(key) if r["lead_id"] in sampled)
+    results = lead_results(r for r in store.verification_rows(key) if r.lead_id in sampled)
     tally = counts(results)
-    status: dict[str, Any] = {"sampled": len(sample), "of_queued": len(scopes_of), **tally}
+    status: dict[str, Any] = {"sampled": len(sample), "of_queued": len(queued_of), **tally}
     if day_note or (refused and "daily quota" in refused):
         status["daily_quota"] = day_note or refused
     # Only leads still holding activities are waited for: an unverifiable read was already retried (it is
@@ -325,16 +296,16 @@ def verify_run(
     return VerifyStep(False, status)
 
 
-def not_checked(scopes: Iterable[Mapping[str, Any]]) -> str:
+def not_checked(scopes: Iterable[ResetScope]) -> str:
     """What the run reset that no read can confirm (tasks, notes, audit records), in one sentence."""
     kinds: list[str] = []
     scopes = list(scopes)
-    audits = sorted({a for s in scopes for a in s.get("audit_types") or ()})
+    audits = sorted({a for s in scopes for a in s.audit_types})
     if audits:
         kinds.append(f"audit records ({', '.join(audits)})")
-    if any(s.get("task_type_ids") for s in scopes):
+    if any(s.task_type_ids for s in scopes):
         kinds.append("tasks")
-    if any(s.get("delete_notes") for s in scopes):
+    if any(s.delete_notes for s in scopes):
         kinds.append("notes")
     if not kinds:
         return "nothing: the run deleted activities only"
@@ -359,21 +330,21 @@ def verification_summary(
         return {"missing": "the verify task did not finish: see its log, then clear it to verify again"}, []
     rows = store.verification_rows(key)
     results = lead_results(rows)
-    scopes = store.load_scopes({row["scope_key"] for row in rows}) if rows else {}
+    scopes = store.load_scopes({row.scope_key for row in rows}) if rows else {}
     part: dict[str, Any] = {
         "sampled": len(results),
         "of_queued": queued,
         **counts(results),
         "delay_seconds": params.delay_seconds,
-        "not_checked": not_checked(scope.to_dict() for scope in scopes.values()),
+        "not_checked": not_checked(scopes.values()),
     }
-    still = [row for row in rows if row["result"] == Check.STILL_PRESENT]
+    still = [row for row in rows if row.result == Check.STILL_PRESENT]
     shown = [
         {
-            "lead_id": row["lead_id"],
-            "remaining_count": row["remaining_count"],
-            "remaining_ids": row["remaining_ids"][:SHOWN_IDS],
-            "message": row["message"],
+            "lead_id": row.lead_id,
+            "remaining_count": row.remaining_count,
+            "remaining_ids": list(row.remaining_ids[:SHOWN_IDS]),
+            "message": row.message,
         }
         for row in still[:10]
     ]

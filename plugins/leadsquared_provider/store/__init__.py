@@ -19,16 +19,31 @@ their own store, this is written once or twice per lead; a warehouse sees at mos
 from __future__ import annotations
 
 from leadsquared_provider.store.approvals import ApprovalTables
-from leadsquared_provider.store.audit import AUDIT_COLUMNS, AuditTables, BatchScope, QueuedLead
+from leadsquared_provider.store.audit import (
+    AUDIT_COLUMNS,
+    AuditTables,
+    BatchScope,
+    LeadResult,
+    LeadRow,
+    QueuedLead,
+    VerificationRow,
+)
 from leadsquared_provider.store.claims import Claim, ClaimOwner, ClaimStatus, ClaimTables, Sighting
 from leadsquared_provider.store.engine import (
-    STATE_CONN_ID,
     StateStoreError,
     StoreUnavailable,
     state_is_machine_local,
     store_now,
 )
-from leadsquared_provider.store.runs import RunRecord, RunTables, StagedLead, run_counts, run_key
+from leadsquared_provider.store.runs import (
+    RunRecord,
+    RunRef,
+    RunTables,
+    StagedLead,
+    parse_run_key,
+    run_counts,
+    run_key,
+)
 
 
 class StateStore(RunTables, ClaimTables, AuditTables, ApprovalTables):
@@ -46,18 +61,22 @@ class StateStore(RunTables, ClaimTables, AuditTables, ApprovalTables):
 
 __all__ = [
     "AUDIT_COLUMNS",
-    "STATE_CONN_ID",
     "BatchScope",
     "Claim",
     "ClaimOwner",
     "ClaimStatus",
+    "LeadResult",
+    "LeadRow",
     "QueuedLead",
     "RunRecord",
+    "RunRef",
     "Sighting",
     "StagedLead",
     "StateStore",
     "StateStoreError",
     "StoreUnavailable",
+    "VerificationRow",
+    "parse_run_key",
     "run_counts",
     "run_key",
     "state_is_machine_local",

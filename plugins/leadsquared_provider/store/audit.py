@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import func, literal, or_, select
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from leadsquared_provider.rules.request import ResetScope
+    from leadsquared_provider.store.runs import StagedLead
 
 # The audit's columns a reader is shown (the resets page's lead rows; the export derives its own from them),
 # in that order. The others (scope_key, unread, budget_wait) are the store's bookkeeping.
@@ -57,12 +58,49 @@ class BatchScope:
     scopes: Mapping[str, ResetScope]
 
 
+class LeadResult(NamedTuple):
+    """A lead's result under one scope: what one audit row records (the lead is ``result.lead_id``)."""
+
+    scope_key: str
+    result: ResetResult
+
+    @classmethod
+    def not_sent(cls, lead: StagedLead, outcome: Outcome, message: str) -> LeadResult:
+        """The staged ``lead``, not sent (already done, held elsewhere, dry run, skipped, deferred)."""
+        return cls(lead.scope_key, ResetResult.not_sent(lead.lead_id, outcome, message))
+
+
 class QueuedLead(NamedTuple):
     """A lead LeadSquared queued under a scope, and when its answer came (epoch seconds)."""
 
     lead_id: str
     scope_key: str
     queued_at: float | None
+
+
+class LeadRow(NamedTuple):
+    """A lead's audit row as the report lists it: its outcome and the answer behind it."""
+
+    lead_id: str
+    outcome: str
+    status_code: int | None
+    exception_type: str | None
+    message: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class VerificationRow:
+    """One (lead, scope) read back by the verify step: its result (a ``steps.verify.Check``), what remains
+    of what the reset was to delete, and why."""
+
+    lead_id: str
+    scope_key: str
+    result: str
+    remaining_count: int = 0
+    remaining_ids: tuple[str, ...] = ()
+    message: str = ""
+    checked_at: float = field(default_factory=time.time)
 
 
 def categories_json(scope: ResetScope) -> str:
@@ -160,11 +198,11 @@ class AuditTables(StoreBase):
         with self._begin() as conn:
             write_audit(conn, batch, scope_key, result, sends=0)
 
-    def record_many(self, batch: BatchScope, items: Iterable[tuple[str, ResetResult]]) -> None:
-        """Write leads that were not sent, each ``(scope_key, result)``, in one transaction."""
+    def record_many(self, batch: BatchScope, results: Iterable[LeadResult]) -> None:
+        """Write leads that were not sent, in one transaction."""
         with self._begin() as conn:
-            for scope_key, result in items:
-                write_audit(conn, batch, scope_key, result, sends=0)
+            for lead in results:
+                write_audit(conn, batch, lead.scope_key, lead.result, sends=0)
 
     def outcome_counts(self, key: str, batch: int | None = None) -> dict[str, int]:
         """The run's (or one batch's) audit rows per outcome, ``sending`` included."""
@@ -184,7 +222,7 @@ class AuditTables(StoreBase):
         limit: int = 20,
         offset: int = 0,
         batch: int | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[LeadRow]:
         """The run's audit rows with one of ``outcomes`` (and/or possibly repeated), oldest first."""
         a = t.audit
         stmt = select(a.c.lead_id, a.c.outcome, a.c.status_code, a.c.exception_type, a.c.message, a.c.attempts).where(
@@ -198,7 +236,7 @@ class AuditTables(StoreBase):
             stmt = stmt.where(a.c.batch == batch)
         stmt = stmt.order_by(a.c.finished_at, a.c.lead_id).limit(limit).offset(offset)
         with self.engine.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(stmt)]
+            return [LeadRow(*row) for row in conn.execute(stmt)]
 
     def repeated_count(self, key: str) -> int:
         """Leads of the run whose request may have reached LeadSquared more than once."""
@@ -233,22 +271,21 @@ class AuditTables(StoreBase):
         with self.engine.connect() as conn:
             return [QueuedLead(row.lead_id, row.scope_key, row.finished_at) for row in conn.execute(stmt)]
 
-    def save_verification(self, key: str, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Upsert the checks of ``rows`` (``lead_id``, ``scope_key``, ``result``, ``remaining_count``,
-        ``remaining_ids`` as a list, ``message``, ``checked_at``) for the run; a later check replaces an earlier."""
+    def save_verification(self, key: str, rows: Iterable[VerificationRow]) -> int:
+        """Upsert the checks of ``rows`` for the run; a later check replaces an earlier."""
         v = t.verification
         written = 0
         with self._begin() as conn:
             for row in rows:
                 values = {
                     "run_key": key,
-                    "lead_id": str(row["lead_id"])[:64],
-                    "scope_key": row["scope_key"],
-                    "result": str(row["result"]),
-                    "remaining_count": int(row.get("remaining_count") or 0),
-                    "remaining_ids": _joined_ids(row.get("remaining_ids") or ()),
-                    "message": redacted(row.get("message") or "", t.MESSAGE_SIZE),
-                    "checked_at": row.get("checked_at") or time.time(),
+                    "lead_id": str(row.lead_id)[:64],
+                    "scope_key": row.scope_key,
+                    "result": str(row.result),
+                    "remaining_count": row.remaining_count,
+                    "remaining_ids": _joined_ids(row.remaining_ids),
+                    "message": redacted(row.message, t.MESSAGE_SIZE),
+                    "checked_at": row.checked_at,
                 }
                 stmt = dialect_insert(self.dialect, v).values(**values)
                 stmt = stmt.on_conflict_do_update(
@@ -261,12 +298,20 @@ class AuditTables(StoreBase):
                 written += 1
         return written
 
-    def verification_rows(self, key: str) -> list[dict[str, Any]]:
-        """The run's verification rows by name (``remaining_ids`` back as a list), ordered by lead and scope."""
+    def verification_rows(self, key: str) -> list[VerificationRow]:
+        """The run's verification rows (``remaining_ids`` as kept: cut to the column), ordered by lead and scope."""
         v = t.verification
         stmt = select(v).where(v.c.run_key == key).order_by(v.c.lead_id, v.c.scope_key)
         with self.engine.connect() as conn:
-            rows = [dict(row._mapping) for row in conn.execute(stmt)]
-        for row in rows:
-            row["remaining_ids"] = [part for part in (row["remaining_ids"] or "").split(",") if part]
-        return rows
+            return [
+                VerificationRow(
+                    lead_id=row.lead_id,
+                    scope_key=row.scope_key,
+                    result=row.result,
+                    remaining_count=row.remaining_count,
+                    remaining_ids=tuple(part for part in (row.remaining_ids or "").split(",") if part),
+                    message=row.message or "",
+                    checked_at=row.checked_at,
+                )
+                for row in conn.execute(stmt)
+            ]

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from leadsquared_provider.rules.request import ResetScope
+    from leadsquared_provider.store.runs import StagedLead
 
 
 @dataclass(frozen=True)
@@ -123,14 +124,13 @@ class ClaimTables(StoreBase):
         self,
         owner: ClaimOwner,
         batch: BatchScope,
-        lead_id: str,
-        scope_key: str,
+        lead: StagedLead,
         ttl: float,
         *,
         sighting: Sighting | None = None,
         grace: float = 0.0,
     ) -> Claim:
-        """Take the lead's claim under ``scope_key`` for ``owner`` (insert-or-nothing), and when it is ours,
+        """Take the lead's claim under its scope for ``owner`` (insert-or-nothing), and when it is ours,
         write the lead's ``sending`` row in the same transaction. Times are the store's clock.
 
         An expired claim is first answered ``EXPIRED`` with a :class:`Sighting`; it is taken over by a later
@@ -138,8 +138,8 @@ class ClaimTables(StoreBase):
         k = t.claims
         now = store_now(self.dialect)
         row = {
-            "lead_id": lead_id,
-            "scope_key": scope_key,
+            "lead_id": lead.lead_id,
+            "scope_key": lead.scope_key,
             **_owner_columns(owner),
             "claimed_at": now,
             "expires_at": now + ttl,
@@ -158,7 +158,9 @@ class ClaimTables(StoreBase):
                 claim = Claim(ClaimStatus.OURS)
             else:
                 held = conn.execute(
-                    select(k, now.label("store_now")).where(k.c.lead_id == lead_id, k.c.scope_key == scope_key)
+                    select(k, now.label("store_now")).where(
+                        k.c.lead_id == lead.lead_id, k.c.scope_key == lead.scope_key
+                    )
                 ).first()
                 if held is None:  # released between the two statements: try once more next time
                     return Claim(ClaimStatus.HELD, "claim released meanwhile")
@@ -172,7 +174,7 @@ class ClaimTables(StoreBase):
                         ClaimStatus.OURS,
                         f"{held.settled_outcome} by run {held.run_key} before the window closed: sent again",
                     )
-                    return self._claimed(conn, batch, lead_id, scope_key, claim)
+                    return self._claimed(conn, batch, lead, claim)
                 holder = (
                     f"run {held.run_key}, batch {held.batch}, try {held.try_number} on {held.hostname} pid {held.pid}"
                 )
@@ -201,16 +203,18 @@ class ClaimTables(StoreBase):
                     if not _take_claim(conn, row, held.owner_id, unchanged):
                         return Claim(ClaimStatus.HELD, f"held by {holder}")
                     claim = Claim(ClaimStatus.TAKEN_OVER, f"expired claim of {holder} taken over")
-            return self._claimed(conn, batch, lead_id, scope_key, claim)
+            return self._claimed(conn, batch, lead, claim)
 
-    def _claimed(self, conn: Connection, batch: BatchScope, lead_id: str, scope_key: str, claim: Claim) -> Claim:
+    def _claimed(self, conn: Connection, batch: BatchScope, lead: StagedLead, claim: Claim) -> Claim:
         """The claim is ours: note an earlier unread attempt and write the ``sending`` row."""
         a = t.audit
-        unread = select(a.c.lead_id).where(a.c.lead_id == lead_id, a.c.scope_key == scope_key, a.c.unread.is_(True))
+        unread = select(a.c.lead_id).where(
+            a.c.lead_id == lead.lead_id, a.c.scope_key == lead.scope_key, a.c.unread.is_(True)
+        )
         if conn.execute(unread.limit(1)).first() is not None:
             claim = Claim(claim.status, claim.detail, after_unread=True)
-        sending = ResetResult.not_sent(lead_id, Outcome.SENDING, "request in flight")
-        write_audit(conn, batch, scope_key, sending, sends=0, repeated=claim.possibly_repeats)
+        sending = ResetResult.not_sent(lead.lead_id, Outcome.SENDING, "request in flight")
+        write_audit(conn, batch, lead.scope_key, sending, sends=0, repeated=claim.possibly_repeats)
         return claim
 
     def finish(

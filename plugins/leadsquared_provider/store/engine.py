@@ -18,14 +18,13 @@ from urllib.parse import quote
 
 from sqlalchemy import Float, cast, func, select, update
 
-from leadsquared_provider import DEFAULT_STATE_CONN_ID
+from leadsquared_provider.settings import DEFAULT_STATE_CONN_ID
 from leadsquared_provider.store import schema as t
 
 if TYPE_CHECKING:
     from sqlalchemy import Table
     from sqlalchemy.engine import Engine
 
-STATE_CONN_ID = DEFAULT_STATE_CONN_ID
 SQLITE_BUSY_SECONDS = 60.0  # the default wait for SQLite's write lock (extra busy_timeout_seconds)
 IN_CHUNK = 500  # ids per ``IN (...)`` list
 
@@ -142,7 +141,7 @@ class StoreBase:
     Each part of :class:`~leadsquared_provider.store.StateStore` (runs, claims, audit) builds on it.
     """
 
-    def __init__(self, conn_id: str = STATE_CONN_ID) -> None:
+    def __init__(self, conn_id: str = DEFAULT_STATE_CONN_ID) -> None:
         self.conn_id = conn_id
         self._engine: Engine | None = None
         self._cache_key = ""

@@ -153,8 +153,19 @@ def outcome_counts(conn: Connection, key: str) -> dict[str, int]:
     return {**ordered, **dict(sorted(found.items()))}
 
 
-def run_totals(conn: Connection, key: str) -> dict[str, Any]:
-    """Requests sent, rate-limit answers, possibly repeated leads and the first and last activity of the run."""
+class RunTotals(NamedTuple):
+    """A run's requests sent, rate-limit answers and possibly repeated leads, and its first and last activity
+    (epoch seconds; None before any)."""
+
+    sends: int
+    rate_limited: int
+    possibly_repeated: int
+    first: float | None
+    last: float | None
+
+
+def run_totals(conn: Connection, key: str) -> RunTotals:
+    """The run's :class:`RunTotals`."""
     a = t.audit
     row = conn.execute(
         select(
@@ -165,7 +176,7 @@ def run_totals(conn: Connection, key: str) -> dict[str, Any]:
             func.max(a.c.finished_at).label("last"),
         ).where(a.c.run_key == key)
     ).one()
-    return dict(row._mapping)
+    return RunTotals(*row)
 
 
 def run_leads(

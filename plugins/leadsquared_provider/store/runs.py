@@ -34,9 +34,22 @@ GROWTH_BASELINE_RUNS = 5
 TURNED_DOWN = tuple(decision for decision in Decision if not decision.lets_through and decision is not Decision.WAITING)
 
 
+class RunRef(NamedTuple):
+    """A DAG run, named by its DAG and run ids."""
+
+    dag_id: str
+    run_id: str
+
+
 def run_key(dag_id: str, run_id: str) -> str:
-    """The store's key of a DAG run."""
+    """The store's key of a DAG run (read back by :func:`parse_run_key`)."""
     return f"{dag_id}/{run_id}"
+
+
+def parse_run_key(key: str) -> RunRef:
+    """The DAG run of a key :func:`run_key` built: a DAG id holds no ``/``, a run id may."""
+    dag_id, _, run_id = key.partition("/")
+    return RunRef(dag_id, run_id)
 
 
 class StagedLead(NamedTuple):

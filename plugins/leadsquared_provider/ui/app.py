@@ -30,9 +30,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from leadsquared_provider import DEFAULT_STATE_CONN_ID
 from leadsquared_provider.rules.outcomes import NOT_RESET_OUTCOMES
-from leadsquared_provider.store import StoreUnavailable, reads, run_key
+from leadsquared_provider.settings import DEFAULT_STATE_CONN_ID
+from leadsquared_provider.store import RunRecord, RunRef, StoreUnavailable, parse_run_key, reads, run_key
 from leadsquared_provider.ui import NAV_ROUTE, RUN_TAB_ROUTE, URL_PREFIX, chart, pages
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ PageSize = Annotated[int, Query(ge=1, le=200)]
 # A run's pages: may the user read the runs of the DAG in the path (the api-server's own dependency).
 RUN_ACCESS = [Depends(requires_access_dag("GET", DagAccessEntity.RUN))]
 
-STATE_CONN_ID = DEFAULT_STATE_CONN_ID
+STATE_CONN_ID = DEFAULT_STATE_CONN_ID  # the store the page reads
 NOT_RESET_PAGE, REPEATED_PAGE, HISTORY_PAGE, RUNS_PAGE = 25, 25, 20, 10
 _RATE_EXTRAS = ("rate_limit", "rate_window_seconds", "rate_share")
 
@@ -95,9 +95,9 @@ def _links(request: Request) -> dict[str, Any]:
     app_root = request.scope.get("root_path", "").rstrip("/")
     ui_root = request.scope.get("app_root_path", app_root.removesuffix(URL_PREFIX)).rstrip("/") + "/"
 
-    def run_url(key: str) -> str:
-        dag_id, _, run_id = key.partition("/")
-        return f"{ui_root}dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}/plugin/{RUN_TAB_ROUTE}"
+    def run_url(run: RunRef | RunRecord) -> str:
+        """The run's resets tab in the Airflow UI."""
+        return f"{ui_root}dags/{quote(run.dag_id, safe='')}/runs/{quote(run.run_id, safe='')}/plugin/{RUN_TAB_ROUTE}"
 
     def page_link(param: str, number: int, anchor: str = "") -> str:
         params = dict(request.query_params)
@@ -109,7 +109,7 @@ def _links(request: Request) -> dict[str, Any]:
         "ui_root": ui_root,
         "nav_url": f"{ui_root}plugin/{NAV_ROUTE}{app_root}/leads",
         "run_url": run_url,
-        "run_id_of": lambda key: key.partition("/")[2],
+        "run_of": parse_run_key,
         "page_link": page_link,
     }
 
@@ -262,7 +262,7 @@ def create_app() -> FastAPI:
             "dry_run": facts.dry_run if facts else None,
             "window": facts.window if facts else None,
             "counts": view["counts"],
-            "totals": view["totals"],
+            "totals": view["totals"]._asdict(),
             "not_reset": _jsonable(view["not_reset"]),
             "possibly_repeated": _jsonable(view["repeated"]),
             "verification": None

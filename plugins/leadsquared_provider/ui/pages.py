@@ -248,8 +248,9 @@ _LEADS = """{% extends "base.html" %}
              <th>Started (UTC)</th><th>Finished (UTC)</th><th>Message</th></tr></thead>
   <tbody>
   {% for row in history.rows %}
+    {% set run = run_of(row.run_key) %}
     <tr data-run="{{ row.run_key }}">
-      <td><a class="mono" href="{{ run_url(row.run_key) }}" data-ui>{{ run_id_of(row.run_key) }}</a>
+      <td><a class="mono" href="{{ run_url(run) }}" data-ui>{{ run.run_id }}</a>
           <div class="muted">{{ row.dag_id }} · batch {{ row.batch }}</div></td>
       <td class="mono">{{ row.from_date or 'lead creation' }}<br>{{ row.to_date or 'now' }}</td>
       <td>{{ categories(row.categories) }}</td>
@@ -273,7 +274,7 @@ _LEADS = """{% extends "base.html" %}
   <thead><tr><th>Run</th><th>DAG</th><th>Window (UTC)</th><th class="num">Candidates</th><th class="num">Not resolved</th><th>Planned (UTC)</th></tr></thead>
   <tbody>
   {% for row in runs.rows %}
-    <tr><td><a class="mono" href="{{ run_url(row.run_key) }}" data-ui>{{ row.run_id }}</a>{% if row.dry_run %} <span class="badge other">dry run</span>{% endif %}</td>
+    <tr><td><a class="mono" href="{{ run_url(row) }}" data-ui>{{ row.run_id }}</a>{% if row.dry_run %} <span class="badge other">dry run</span>{% endif %}</td>
       <td class="mono">{{ row.dag_id }}</td>
       <td class="mono">{{ row.window['from'] or 'lead creation' }} → {{ row.window['to'] or 'now' }}</td>
       <td class="num">{{ row.candidates }}</td>

@@ -37,7 +37,7 @@ def test_each_try_gets_the_limit_of_its_own_batch_unless_the_dag_set_one(state_c
     lsq = lsq_connection("http://127.0.0.1:9", rate_limit=10, rate_window_seconds=5)
     with StateStore(state_conn) as store:  # 450 leads in batches of 200: batch 2 has 200, batch 3 has 50
         store.save_run(RunRecord("dag/r1", "dag", "r1", ResetScope.from_mapping(SCOPE), "s1", False, 450, 0, 3, 200))
-    context = {"dag_run": SimpleNamespace(dag_id="dag", run_id="r1")}
+    context = {"dag_run": SimpleNamespace(dag_id="dag", run_id="r1", run_type="manual")}
     settings = LeadSquaredHook(leadsquared_conn_id=lsq).settings
 
     derived = _operator(lsq, state_conn)

@@ -96,7 +96,7 @@ def test_the_operator_reads_max_in_flight_as_the_run_does(state_conn):
                 "dag/r1", "dag", "r1", ResetScope(delete_notes=True, allow_all_time=True), "s1", True, 1, 0, 1, 200
             )
         )
-    context = {"dag_run": SimpleNamespace(dag_id="dag", run_id="r1")}
+    context = {"dag_run": SimpleNamespace(dag_id="dag", run_id="r1", run_type="manual")}
 
     def reset(max_in_flight: object) -> dict:
         operator = LeadSquaredResetOperator(

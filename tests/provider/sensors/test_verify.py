@@ -15,7 +15,7 @@ from leadsquared_provider.rules.outcomes import Outcome, ResetResult
 from leadsquared_provider.rules.params import MAX_VERIFY_DELAY_SECONDS, POKE_INTERVAL_SECONDS
 from leadsquared_provider.rules.request import ResetRequest
 from leadsquared_provider.sensors.verify import LeadSquaredVerifySensor
-from leadsquared_provider.store import BatchScope, RunRecord, StateStore, run_key
+from leadsquared_provider.store import BatchScope, LeadResult, RunRecord, StateStore, run_key
 from tests.provider.steps import test_verify as steps_verify
 from tests.provider.steps.test_verify import RETRIEVE, SCOPE, bounds_lead
 
@@ -43,7 +43,7 @@ def stage_run(conn_id: str, leads: list[str]) -> None:
         )
         store.record_many(
             BatchScope(run_key=KEY, dag_id=DAG_ID, batch=1, scopes={"s1": scope}),
-            (("s1", ResetResult(lead, Outcome.QUEUED, 200, None, "queued", 1, now, now)) for lead in leads),
+            (LeadResult("s1", ResetResult(lead, Outcome.QUEUED, 200, None, "queued", 1, now, now)) for lead in leads),
         )
 
 
@@ -106,7 +106,7 @@ def test_a_poke_reads_the_sample_and_waits_while_leads_still_hold_activities(ser
     assert all(c["path"].endswith(RETRIEVE) for c in calls)
     assert sorted(c["lead_id"] for c in calls) == ids  # each sampled lead read once
     with StateStore(state_conn) as store:
-        rows = {row["lead_id"]: row["result"] for row in store.verification_rows(KEY)}
+        rows = {row.lead_id: row.result for row in store.verification_rows(KEY)}
     assert rows == {ids[0]: "still_present", **{lead: "verified" for lead in ids[1:]}}
 
     served.clear_calls()

@@ -7,7 +7,6 @@ same code under the scheduler.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from contextlib import closing
 
@@ -213,7 +212,7 @@ def test_a_whole_number_written_as_4_0_passes_the_plan_and_the_operator(plan, se
 
     assert plan({**WINDOW, "max_in_flight": 4.0}) == [1]
     assert RunParams.from_params({"max_in_flight": 4.0}).max_in_flight == 4
-    context = {"dag_run": SimpleNamespace(dag_id="leadsquared_reset", run_id="manual__1")}
+    context = {"dag_run": SimpleNamespace(dag_id="leadsquared_reset", run_id="manual__1", run_type="manual")}
     lsq = lsq_connection(served.base_url)
     reset = LeadSquaredResetOperator(
         task_id="reset", batch="1", leadsquared_conn_id=lsq, state_conn_id=plan.state, max_in_flight="4.0"

@@ -134,7 +134,7 @@ def test_an_expired_claim_is_taken_over_and_reported_possibly_repeated(setup, se
     store, lsq = setup
     dead = ClaimOwner("dead", "dag/old", 1, 1, "gone-host", 999)
     old = BatchScope(run_key="dag/old", dag_id="dag", batch=1, scopes={"s1": ResetScope.from_mapping(SCOPE)})
-    assert store.claim(dead, old, LEADS[0], "s1", ttl=0.5).status is ClaimStatus.OURS
+    assert store.claim(dead, old, StagedLead(LEADS[0], "s1"), ttl=0.5).status is ClaimStatus.OURS
     report = sender(store, lsq, "dag/new", ttl=2.0).send([StagedLead(LEADS[0], "s1"), StagedLead(LEADS[1], "s1")])
     assert report.counts == {Outcome.QUEUED: 2}
     assert sent_ids(served) == sorted(LEADS[:2])
@@ -147,7 +147,7 @@ def test_a_lead_held_by_a_live_owner_is_not_sent_and_says_by_whom(setup, served)
     store, lsq = setup
     live = ClaimOwner("live", "dag/other", 7, 1, "busy-host", 4242)
     other = BatchScope(run_key="dag/other", dag_id="dag", batch=7, scopes={"s1": ResetScope.from_mapping(SCOPE)})
-    store.claim(live, other, LEADS[2], "s1", ttl=1.0)
+    store.claim(live, other, StagedLead(LEADS[2], "s1"), ttl=1.0)
     stop = threading.Event()
 
     def keep_alive() -> None:
@@ -164,8 +164,8 @@ def test_a_lead_held_by_a_live_owner_is_not_sent_and_says_by_whom(setup, served)
     assert report.counts == {Outcome.QUEUED: 1, Outcome.IN_PROGRESS_ELSEWHERE: 1}
     assert sent_ids(served) == [LEADS[3]]
     [held] = store.leads_with("dag/mine", [Outcome.IN_PROGRESS_ELSEWHERE])
-    assert held["lead_id"] == LEADS[2]
-    assert "run dag/other, batch 7" in held["message"] and "busy-host pid 4242" in held["message"]
+    assert held.lead_id == LEADS[2]
+    assert "run dag/other, batch 7" in held.message and "busy-host pid 4242" in held.message
 
 
 class _BrokenForOneLead(LeadSquaredHook):

@@ -154,7 +154,7 @@ def test_a_worker_whose_clock_runs_45_s_ahead_takes_no_live_claim(postgres_serve
                 run_key="dag/live", dag_id="dag", batch=3, scopes={"s1": ResetScope.from_mapping(SCOPE)}
             )
             for lead in leads[:4]:
-                assert store.claim(live, live_batch, lead, "s1", ttl=30).status is ClaimStatus.OURS
+                assert store.claim(live, live_batch, StagedLead(lead, "s1"), ttl=30).status is ClaimStatus.OURS
         spec = {"state_conn": "leadsquared_state_skew", "lsq_conn": lsq, "run": "dag/skewed", "scope": SCOPE}
         spec.update(leads=leads, ttl=2.0)
         done = subprocess.run(
@@ -173,6 +173,6 @@ def test_a_worker_whose_clock_runs_45_s_ahead_takes_no_live_claim(postgres_serve
     assert sorted(_reset_ids(emu)) == sorted(leads[4:])  # the live owner's leads were never sent
     with StateStore("leadsquared_state_skew") as store:
         held = store.leads_with("dag/skewed", ["in_progress_elsewhere"])
-        assert sorted(row["lead_id"] for row in held) == sorted(leads[:4])
-        assert all("healthy-host pid 4242" in row["message"] for row in held)
+        assert sorted(row.lead_id for row in held) == sorted(leads[:4])
+        assert all("healthy-host pid 4242" in row.message for row in held)
         assert store.repeated_count("dag/skewed") == 0

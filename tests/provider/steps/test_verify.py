@@ -7,6 +7,7 @@ import random
 import threading
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +28,7 @@ from leadsquared_provider.steps.verify import (
     sample_leads,
     verify_run,
 )
-from leadsquared_provider.store import BatchScope, RunRecord, StateStore
+from leadsquared_provider.store import BatchScope, LeadResult, RunRecord, StateStore, parse_run_key
 from lsq_emulator import EmulatorConfig, run_emulator
 from tests.conftest import lsq_lead, new_lead_id
 from tests.provider.hooks import test_answers
@@ -43,7 +44,7 @@ SCOPE = ResetScope(
     from_date=datetime(2026, 5, 1, 18, 30, tzinfo=UTC),
     to_date=datetime(2026, 5, 2, 18, 29, 59, tzinfo=UTC),
 )
-WINDOW = ScopeWindow.from_scope(SCOPE.to_dict())
+WINDOW = ScopeWindow.from_scope(SCOPE)
 RETRIEVE = "ProspectActivity.svc/Retrieve"
 
 
@@ -308,7 +309,7 @@ def test_reads_take_the_budget_shared_with_concurrent_resets(lsq_connection):
 def verify_one(hook: LeadSquaredHook, lead_id: str, scope: ResetScope = SCOPE):
     from leadsquared_provider.steps.verify import check_lead
 
-    return check_lead(hook, lead_id, "s1", ScopeWindow.from_scope(scope.to_dict()))
+    return check_lead(hook, lead_id, "s1", ScopeWindow.from_scope(scope))
 
 
 def test_only_the_scopes_codes_inside_the_window_count_then_the_reset_clears_them(served, hook):
@@ -384,7 +385,7 @@ def test_an_activity_without_a_readable_date_is_unverifiable_unless_others_remai
 
 
 def test_an_all_time_scope_ends_when_the_reset_was_queued():
-    scope = {"activity_event_codes": [166], "from_date": None, "to_date": None}
+    scope = ResetScope(activity_event_codes=(166,), allow_all_time=True)
     queued_at = datetime(2026, 5, 2, 12, 0, tzinfo=UTC).timestamp()
     window = ScopeWindow.from_scope(scope, queued_at)
     early = {"Id": "early", "EventCode": 166, "CreatedOn": "2020-01-01 00:00:00"}
@@ -434,16 +435,15 @@ def test_verify_params_defaults():
 RUN = "leadsquared_reset/manual__verify"
 
 
-def stage_run(store: StateStore, leads: list[str], *, scope: dict | None = None, dry_run: bool = False) -> float:
+def stage_run(store: StateStore, leads: list[str], *, scope: ResetScope = SCOPE, dry_run: bool = False) -> float:
     """A planned run whose ``leads`` were queued (as the batches record them); returns the last queued time."""
-    scope = scope or SCOPE.to_dict()
-    store.save_scope("s1", ResetScope.from_mapping(scope))
+    store.save_scope("s1", scope)
     store.save_run(
         RunRecord(
             RUN,
             "leadsquared_reset",
-            RUN.split("/")[1],
-            ResetScope.from_mapping(scope),
+            parse_run_key(RUN).run_id,
+            scope,
             "s1",
             dry_run,
             len(leads),
@@ -454,10 +454,13 @@ def stage_run(store: StateStore, leads: list[str], *, scope: dict | None = None,
     )
     now = time.time()
     outcome = Outcome.DRY_RUN if dry_run else Outcome.QUEUED
-    batch = BatchScope(run_key=RUN, dag_id="leadsquared_reset", batch=1, scopes={"s1": ResetScope.from_mapping(scope)})
+    batch = BatchScope(run_key=RUN, dag_id="leadsquared_reset", batch=1, scopes={"s1": scope})
     store.record_many(
         batch,
-        (("s1", ResetResult(lead, outcome, 200, None, "queued", 1, now, now + n)) for n, lead in enumerate(leads)),
+        (
+            LeadResult("s1", ResetResult(lead, outcome, 200, None, "queued", 1, now, now + n))
+            for n, lead in enumerate(leads)
+        ),
     )
     return now + len(leads) - 1
 
@@ -495,11 +498,11 @@ def test_verify_reads_the_sample_until_the_delay_then_the_report_fails_on_still_
         "unverifiable": 0,
         "nothing_checkable": 0,
     }
-    rows = {r["lead_id"]: r for r in store.verification_rows(RUN)}
-    assert {lead for lead, r in rows.items() if r["result"] == "still_present"} == set(unperformed)
-    assert all(sorted(rows[lead]["remaining_ids"]) == ["at-from", "at-to", "inside"] for lead in unperformed)
-    assert all(rows[lead]["remaining_count"] == 3 for lead in unperformed)
-    assert all(r["scope_key"] == "s1" and r["checked_at"] > 0 for r in rows.values())
+    rows = {r.lead_id: r for r in store.verification_rows(RUN)}
+    assert {lead for lead, r in rows.items() if r.result == "still_present"} == set(unperformed)
+    assert all(sorted(rows[lead].remaining_ids) == ["at-from", "at-to", "inside"] for lead in unperformed)
+    assert all(rows[lead].remaining_count == 3 for lead in unperformed)
+    assert all(r.scope_key == "s1" and r.checked_at > 0 for r in rows.values())
 
     pushed: list[dict] = []
     with pytest.raises(ResetFailuresError, match=r"3 of 8 sampled lead.*max_still_present=0"):
@@ -546,7 +549,7 @@ def test_a_failed_read_stays_unverifiable_and_does_not_fail_the_run(served, hook
     assert len(retrieve_calls(served)) == 3  # 1 + max_retries (2), then the lead is given up
     assert summary["verification"]["unverifiable"] == 1 and summary["still_present_leads"] == []
     [row] = store.verification_rows(RUN)
-    assert row["result"] == "unverifiable" and "server error 500" in row["message"]
+    assert row.result == "unverifiable" and "server error 500" in row.message
 
 
 def test_refused_keys_end_verification_after_one_call(served, store, lsq_connection):
@@ -559,7 +562,7 @@ def test_refused_keys_end_verification_after_one_call(served, store, lsq_connect
 
     assert step.done and step.status["unverifiable"] == 3
     assert len(served.calls()) == 1
-    assert all("refused the keys" in r["message"] for r in store.verification_rows(RUN))
+    assert all("refused the keys" in r.message for r in store.verification_rows(RUN))
 
 
 def test_a_scope_without_activity_codes_has_nothing_checkable(served, hook, store):
@@ -568,7 +571,7 @@ def test_a_scope_without_activity_codes_has_nothing_checkable(served, hook, stor
     scope = ResetScope(
         audit_types=("OwnerChange",), delete_notes=True, from_date=SCOPE.from_date, to_date=SCOPE.to_date
     )
-    last = stage_run(store, [lead_id], scope=scope.to_dict())
+    last = stage_run(store, [lead_id], scope=scope)
 
     step = verify_run(store, RUN, VerifyParams(), hook_factory=lambda: hook, now=lambda: last + 1)
     summary = report_run(store, RUN, RunParams(), push=lambda _: None, verify=VerifyParams(), verify_finished=True)
@@ -619,13 +622,16 @@ def test_a_window_still_open_when_its_reset_was_queued_is_checked_up_to_that_mom
     # The store settles such a lead for its own run only; verification uses the same rule: what was created
     # in the window after the reset was queued is not a reset that failed.
     queued_at = datetime(2026, 12, 6, 12, 0, tzinfo=UTC).timestamp()
-    today = {
-        "activity_event_codes": [166],
-        "from_date": "2026-12-06T00:00:00+00:00",
-        "to_date": "2026-12-06T23:59:59+00:00",
-    }
+    today = ResetScope(
+        activity_event_codes=(166,),
+        from_date=datetime(2026, 12, 6, tzinfo=UTC),
+        to_date=datetime(2026, 12, 6, 23, 59, 59, tzinfo=UTC),
+    )
     window = ScopeWindow.from_scope(today, queued_at)
     assert window.end == datetime(2026, 12, 6, 12, 0)
     assert window.contains(datetime(2026, 12, 6, 11, 59)) and not window.contains(datetime(2026, 12, 6, 12, 0, 1))
-    closed = ScopeWindow.from_scope({**today, "to_date": "2026-12-05T23:59:59+00:00"}, queued_at)
+    yesterday = datetime(2026, 12, 5, tzinfo=UTC)
+    closed = ScopeWindow.from_scope(
+        replace(today, from_date=yesterday, to_date=yesterday.replace(hour=23, minute=59, second=59)), queued_at
+    )
     assert closed.end == datetime(2026, 12, 5, 23, 59, 59)  # closed before: its own end

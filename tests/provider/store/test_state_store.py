@@ -16,8 +16,10 @@ from leadsquared_provider.store import (
     ClaimOwner,
     ClaimStatus,
     RunRecord,
+    StagedLead,
     StateStore,
     StateStoreError,
+    parse_run_key,
 )
 from leadsquared_provider.store import schema as state_schema
 
@@ -91,7 +93,7 @@ def test_a_version_1_store_is_migrated_and_keeps_its_runs(store, monkeypatch):
 
     old = RunRecord("dag/old", "dag", "scheduled__old", SCOPE, "s1", False, 40, 0, 1, 40)
     store.save_run(old)
-    store.claim(owner("old", run="dag/old"), batch_of("dag/old"), LEADS[0], "s1", ttl=60)
+    store.claim(owner("old", run="dag/old"), batch_of("dag/old"), StagedLead(LEADS[0], "s1"), ttl=60)
     store.finish(owner("old", run="dag/old"), batch_of("dag/old"), "s1", queued(LEADS[0]))
     with store.engine.begin() as conn:
         conn.execute(text("ALTER TABLE leadsquared_reset_runs DROP COLUMN run_type"))
@@ -118,12 +120,12 @@ def test_a_version_1_store_is_migrated_and_keeps_its_runs(store, monkeypatch):
 
 def test_claim_is_insert_or_nothing_and_settles(store):
     first, second = owner("a"), owner("b", run="dag/run2")
-    assert store.claim(first, batch_of(), LEADS[0], "s1", ttl=60).status is ClaimStatus.OURS
-    held = store.claim(second, batch_of("dag/run2"), LEADS[0], "s1", ttl=60)
+    assert store.claim(first, batch_of(), StagedLead(LEADS[0], "s1"), ttl=60).status is ClaimStatus.OURS
+    held = store.claim(second, batch_of("dag/run2"), StagedLead(LEADS[0], "s1"), ttl=60)
     assert held.status is ClaimStatus.HELD and "run dag/run1, batch 1" in held.detail
     assert audit_row(store, LEADS[0])["outcome"] == "sending"
     store.finish(first, batch_of(), "s1", queued(LEADS[0]))
-    settled = store.claim(second, batch_of("dag/run2"), LEADS[0], "s1", ttl=60)
+    settled = store.claim(second, batch_of("dag/run2"), StagedLead(LEADS[0], "s1"), ttl=60)
     assert settled.status is ClaimStatus.SETTLED and settled.detail == "queued by run dag/run1"
     assert store.settled(LEADS, "s1") == {LEADS[0]: "queued by run dag/run1"}
     row = audit_row(store, LEADS[0])
@@ -132,25 +134,25 @@ def test_claim_is_insert_or_nothing_and_settles(store):
 
 def test_a_failed_lead_releases_its_claim_for_later_runs(store):
     first, later = owner("a"), owner("b", run="dag/run2")
-    store.claim(first, batch_of(), LEADS[1], "s1", ttl=60)
+    store.claim(first, batch_of(), StagedLead(LEADS[1], "s1"), ttl=60)
     failed = ResetResult(LEADS[1], Outcome.FAILED, 503, None, "gave up", 3, time.time(), time.time())
     store.finish(first, batch_of(), "s1", failed)
     assert store.settled([LEADS[1]], "s1") == {}
-    assert store.claim(later, batch_of("dag/run2"), LEADS[1], "s1", ttl=60).status is ClaimStatus.OURS
+    assert store.claim(later, batch_of("dag/run2"), StagedLead(LEADS[1], "s1"), ttl=60).status is ClaimStatus.OURS
 
 
 def test_an_expired_claim_is_taken_over_and_marked_possibly_repeated(store):
     dead, alive = owner("dead"), owner("alive")
-    store.claim(dead, batch_of(), LEADS[2], "s1", ttl=0.2)
-    assert store.claim(alive, batch_of(), LEADS[2], "s1", ttl=60).status is ClaimStatus.HELD
+    store.claim(dead, batch_of(), StagedLead(LEADS[2], "s1"), ttl=0.2)
+    assert store.claim(alive, batch_of(), StagedLead(LEADS[2], "s1"), ttl=60).status is ClaimStatus.HELD
     time.sleep(0.3)
-    seen = store.claim(alive, batch_of(), LEADS[2], "s1", ttl=60, grace=0.3)
+    seen = store.claim(alive, batch_of(), StagedLead(LEADS[2], "s1"), ttl=60, grace=0.3)
     assert seen.status is ClaimStatus.EXPIRED and seen.sighting is not None  # seen once: not yet taken
     assert seen.sighting.owner_id == "dead"
-    early = store.claim(alive, batch_of(), LEADS[2], "s1", ttl=60, sighting=seen.sighting, grace=0.3)
+    early = store.claim(alive, batch_of(), StagedLead(LEADS[2], "s1"), ttl=60, sighting=seen.sighting, grace=0.3)
     assert early.status is ClaimStatus.EXPIRED and early.sighting == seen.sighting  # grace not over
     time.sleep(0.35)
-    taken = store.claim(alive, batch_of(), LEADS[2], "s1", ttl=60, sighting=seen.sighting, grace=0.3)
+    taken = store.claim(alive, batch_of(), StagedLead(LEADS[2], "s1"), ttl=60, sighting=seen.sighting, grace=0.3)
     assert taken.status is ClaimStatus.TAKEN_OVER and "dead" not in taken.detail and "batch 1" in taken.detail
     store.finish(alive, batch_of(), "s1", queued(LEADS[2]), extra_sends=1, repeated=True)
     row = audit_row(store, LEADS[2])
@@ -164,13 +166,13 @@ def test_an_expired_claim_is_taken_over_and_marked_possibly_repeated(store):
 def test_an_owner_whose_heartbeat_lands_late_keeps_its_claim(store):
     # Its claim expired while the store was held; its heartbeat landed before the second sighting.
     slow, other = owner("slow"), owner("other")
-    store.claim(slow, batch_of(), LEADS[5], "s1", ttl=0.2)
+    store.claim(slow, batch_of(), StagedLead(LEADS[5], "s1"), ttl=0.2)
     time.sleep(0.3)
-    seen = store.claim(other, batch_of(), LEADS[5], "s1", ttl=60, grace=0.2)
+    seen = store.claim(other, batch_of(), StagedLead(LEADS[5], "s1"), ttl=60, grace=0.2)
     assert seen.status is ClaimStatus.EXPIRED
     assert store.heartbeat(slow, ttl=0.2) == 1
     time.sleep(0.3)  # expired again, but not the claim that was seen: a new sighting, not a takeover
-    again = store.claim(other, batch_of(), LEADS[5], "s1", ttl=60, sighting=seen.sighting, grace=0.2)
+    again = store.claim(other, batch_of(), StagedLead(LEADS[5], "s1"), ttl=60, sighting=seen.sighting, grace=0.2)
     assert again.status is ClaimStatus.EXPIRED and again.sighting != seen.sighting
     assert audit_row(store, LEADS[5])["outcome"] == "sending"
 
@@ -183,7 +185,7 @@ def test_a_queued_lead_is_settled_even_when_its_claim_was_lost(store):
     from leadsquared_provider.store import schema as t
 
     worker = owner("w")
-    store.claim(worker, batch_of(), LEADS[4], "s1", ttl=60)
+    store.claim(worker, batch_of(), StagedLead(LEADS[4], "s1"), ttl=60)
     with store.engine.begin() as conn:
         conn.execute(delete(t.claims))
     store.finish(worker, batch_of(), "s1", queued(LEADS[4]))
@@ -192,16 +194,16 @@ def test_a_queued_lead_is_settled_even_when_its_claim_was_lost(store):
 
 def test_heartbeat_keeps_a_claim_alive(store):
     worker, other = owner("w"), owner("o")
-    store.claim(worker, batch_of(), LEADS[3], "s1", ttl=0.5)
+    store.claim(worker, batch_of(), StagedLead(LEADS[3], "s1"), ttl=0.5)
     for _ in range(4):
         time.sleep(0.2)
         assert store.heartbeat(worker, ttl=0.5) == 1
-        assert store.claim(other, batch_of(), LEADS[3], "s1", ttl=60).status is ClaimStatus.HELD
+        assert store.claim(other, batch_of(), StagedLead(LEADS[3], "s1"), ttl=60).status is ClaimStatus.HELD
 
 
 def test_a_not_sent_outcome_never_hides_a_settled_one(store):
     zombie, twin = owner("z"), owner("t")
-    store.claim(zombie, batch_of(), LEADS[4], "s1", ttl=60)
+    store.claim(zombie, batch_of(), StagedLead(LEADS[4], "s1"), ttl=60)
     store.finish(zombie, batch_of(), "s1", queued(LEADS[4]))
     store.record(batch_of(), "s1", ResetResult.not_sent(LEADS[4], Outcome.IN_PROGRESS_ELSEWHERE, "held"))
     store.record(batch_of(), "s1", ResetResult.not_sent(LEADS[4], Outcome.ALREADY_DONE, "done"))
@@ -211,7 +213,7 @@ def test_a_not_sent_outcome_never_hides_a_settled_one(store):
 
 def test_odd_answers_are_cut_to_their_columns(store):
     worker = owner("w")
-    store.claim(worker, batch_of(), LEADS[5], "s1", ttl=60)
+    store.claim(worker, batch_of(), StagedLead(LEADS[5], "s1"), ttl=60)
     odd = ResetResult(LEADS[5], Outcome.FAILED, 200, "X" * 5000, "m" * 5000, 1, time.time(), time.time())
     store.finish(worker, batch_of(), "s1", odd)
     row = audit_row(store, LEADS[5])
@@ -222,7 +224,7 @@ def test_odd_answers_are_cut_to_their_columns(store):
 def _plan(store: StateStore, run: str, leads: list[str], *, reported: bool = True) -> None:
     store.save_scope("s1", SCOPE)
     store.stage_candidates(run, [(lead, "s1") for lead in leads])
-    store.save_run(RunRecord(run, "dag", run.split("/")[1], SCOPE, "s1", False, len(leads), 0, 1, len(leads)))
+    store.save_run(RunRecord(run, "dag", parse_run_key(run).run_id, SCOPE, "s1", False, len(leads), 0, 1, len(leads)))
     if reported:
         store.close_run(run, unresolved=1)
 
@@ -230,12 +232,12 @@ def _plan(store: StateStore, run: str, leads: list[str], *, reported: bool = Tru
 def test_carry_over_takes_unresolved_and_unreached_leads_of_closed_runs_only(store):
     _plan(store, "dag/run1", LEADS[:4])
     worker = owner("w")
-    store.claim(worker, batch_of(), LEADS[0], "s1", ttl=60)
+    store.claim(worker, batch_of(), StagedLead(LEADS[0], "s1"), ttl=60)
     store.finish(worker, batch_of(), "s1", queued(LEADS[0]))  # settled: never carried
-    store.claim(worker, batch_of(), LEADS[1], "s1", ttl=60)
+    store.claim(worker, batch_of(), StagedLead(LEADS[1], "s1"), ttl=60)
     failed = ResetResult(LEADS[1], Outcome.FAILED, 503, None, "gave up", 3, time.time(), time.time())
     store.finish(worker, batch_of(), "s1", failed)  # failed: carried
-    store.claim(worker, batch_of(), LEADS[2], "s1", ttl=60)  # left sending: carried
+    store.claim(worker, batch_of(), StagedLead(LEADS[2], "s1"), ttl=60)  # left sending: carried
     # LEADS[3] never reached (no audit row): carried
     assert store.carry_over("dag", "dag/run9") == sorted((lead, "s1") for lead in LEADS[1:4])
     _plan(store, "dag/run2", LEADS[4:], reported=False)  # a run still going is left to its own batches
@@ -247,7 +249,7 @@ def test_carry_over_stops_after_three_runs(store):
         run = f"dag/run{n}"
         _plan(store, run, [LEADS[0]])
         worker = owner(f"w{n}", run=run)
-        store.claim(worker, batch_of(run), LEADS[0], "s1", ttl=60)
+        store.claim(worker, batch_of(run), StagedLead(LEADS[0], "s1"), ttl=60)
         store.finish(worker, batch_of(run), "s1", ResetResult(LEADS[0], Outcome.FAILED, 503, None, "x", 1, 0, 0))
         expected = [(LEADS[0], "s1")] if n <= 3 else []
         assert store.carry_over("dag", "dag/next") == expected
@@ -261,7 +263,7 @@ def _claim_all(conn_json: str, name: str, leads: list[str], out: multiprocessing
     with StateStore("leadsquared_state") as store:
         me = owner(name)
         for lead in leads:
-            if store.claim(me, batch_of(), lead, "s1", ttl=60).status is ClaimStatus.OURS:
+            if store.claim(me, batch_of(), StagedLead(lead, "s1"), ttl=60).status is ClaimStatus.OURS:
                 got.append(lead)
     out.put((name, got))
 

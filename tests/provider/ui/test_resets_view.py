@@ -39,7 +39,7 @@ def test_the_page_and_the_report_count_a_run_alike(state_conn):
     # reached, one deferred. The page and the report read the same counts: the `sending` lead is unfinished.
     from leadsquared_provider.rules.outcomes import Outcome, ResetResult
     from leadsquared_provider.steps.report import build_summary
-    from leadsquared_provider.store import BatchScope
+    from leadsquared_provider.store import BatchScope, LeadResult
 
     leads = [f"{n:08x}-4444-4000-8000-000000000000" for n in range(1, 5)]
     with StateStore(state_conn) as store:
@@ -50,9 +50,9 @@ def test_the_page_and_the_report_count_a_run_alike(state_conn):
         store.record_many(
             batch,
             [
-                ("s1", ResetResult.not_sent(leads[0], Outcome.QUEUED, "queued")),
-                ("s1", ResetResult.not_sent(leads[1], Outcome.SENDING, "request in flight")),
-                ("s1", ResetResult.not_sent(leads[3], Outcome.DEFERRED, "over today's share")),
+                LeadResult("s1", ResetResult.not_sent(leads[0], Outcome.QUEUED, "queued")),
+                LeadResult("s1", ResetResult.not_sent(leads[1], Outcome.SENDING, "request in flight")),
+                LeadResult("s1", ResetResult.not_sent(leads[3], Outcome.DEFERRED, "over today's share")),
             ],
         )
         summary = build_summary(store, "view/r2")
