@@ -26,7 +26,6 @@ def wait_for_approve(stack, run_id: str, state: str, timeout: float = 300) -> No
     while time.monotonic() < deadline:
         ti = stack.api("GET", f"{DAG_URL}/dagRuns/{run_id}/taskInstances/approve")
         if ti["state"] == state:
-            time.sleep(5)  # see PARKED_SETTLE_SECONDS in tests/e2e/test_approval.py
             return
         time.sleep(2)
     raise TimeoutError(f"approve of {run_id} not {state} within {timeout} s")
