@@ -12,10 +12,14 @@ below, sent to LeadSquared in UTC with `ToDate` = interval end minus one second.
 `from_date`/`to_date` from its params (ISO-8601 with an offset); with neither it would reset *all
 time*, which is refused unless `allow_all_time` is ticked.
 
-**Guards.** Nothing is sent when the params are wrong, when no category is chosen, when the candidates
-exceed `max_leads_per_run`, or when they jump past `max_growth_factor` x the usual count (the median of the
-last scheduled runs). Each message names the param that overrides it. `dry_run` plans and reports without
-sending anything.
+**Guards.** Nothing is sent when the params are wrong, when no category is chosen, or when the candidates
+exceed `max_leads_per_run`. Each message names the param that overrides it. `dry_run` plans and reports
+without sending anything.
+
+**Approval.** A run over `approval_threshold` leads, past `max_growth_factor` x the usual count (the median
+of the last scheduled runs), over an all-time window or one longer than `approval_max_window_days` waits at
+`approve` (Required Actions) with a preview, holding no worker slot; other runs pass at once. Reject, or no
+answer within `approval_timeout_minutes`: nothing is sent and the run fails with its alert.
 
 **Safety.** Before its request, each lead is claimed atomically in the state store under its window and
 categories, for all runs: a lead already queued (or rejected for good) is never sent twice, and a lead held
@@ -52,6 +56,7 @@ from airflow.sdk import (
 
 from leadsquared_provider.accounts import Account, accounts_file, load_accounts
 from leadsquared_provider.notifications.run_report import RunReportNotifier
+from leadsquared_provider.operators.approval import LeadSquaredApprovalOperator
 from leadsquared_provider.operators.plan import LeadSquaredPlanOperator
 from leadsquared_provider.operators.report import LeadSquaredReportOperator
 from leadsquared_provider.operators.reset import LeadSquaredResetOperator
@@ -147,7 +152,15 @@ def leadsquared_reset(account: Account) -> DAG:
             on_success_callback=[RunReportNotifier(state_conn_id=STATE_CONN_ID, notice_on_deferred=True)],
         )
 
-        reset_batch.expand(batch=plan.output) >> verify >> report
+        # Waits for a person when the plan says so (size, growth, window); other runs pass at once.
+        approve = LeadSquaredApprovalOperator(
+            task_id="approve",
+            state_conn_id=STATE_CONN_ID,
+            timezone=timezone,
+            approvers=account.approvers,
+            four_eyes=account.four_eyes,
+        )
+        plan >> approve >> reset_batch.expand(batch=plan.output) >> verify >> report
 
     return account_dag()
 

@@ -21,10 +21,13 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+
+if TYPE_CHECKING:
+    from airflow.sdk.execution_time.hitl import HITLUser
 
 ACCOUNTS_FILE_ENV = "LEADSQUARED_ACCOUNTS_FILE"
 DEFAULT_ACCOUNTS_FILE = Path("include") / "leadsquared_accounts.yaml"  # relative to the project folder
@@ -41,6 +44,8 @@ OPTIONAL_FIELDS = (
     "schedule",
     "categories",
     "pool_slots",
+    "approvers",
+    "four_eyes",
 )
 CATEGORY_KEYS = ("activity_event_codes", "task_type_ids", "audit_types", "delete_notes")
 
@@ -73,6 +78,19 @@ class Categories:
 
 
 @dataclass(frozen=True)
+class Approver:
+    """A user who may answer the account's approval gate: the auth manager's user id and name (the simple
+    auth manager's are both the user name; FAB's id is a number)."""
+
+    id: str
+    name: str
+
+    def as_hitl_user(self) -> HITLUser:
+        """As Airflow's HITL ``assigned_users`` takes it."""
+        return {"id": self.id, "name": self.name}
+
+
+@dataclass(frozen=True)
 class Account:
     """One entry of the accounts file. ``None`` means "the DAG file's default" (``WAREHOUSE_CONN_ID``,
     ``LOCAL_TIMEZONE``, ``SCHEDULE``, ``DEFAULT_CATEGORIES``)."""
@@ -87,6 +105,8 @@ class Account:
     schedule: str | None = None
     categories: Categories | None = None
     pool_slots: int = DEFAULT_POOL_SLOTS
+    approvers: tuple[Approver, ...] = ()  # empty: anyone who may edit the DAG answers its approval gate
+    four_eyes: bool = False  # the user who triggered a run may not approve it
 
 
 def accounts_file(project_dir: Path, environ: Mapping[str, str] | None = None) -> Path:
@@ -317,6 +337,13 @@ def _entry(index: int, entry: Any, node: yaml.Node | None, sql_dir: Path | None,
     if isinstance(pool_slots, bool) or not isinstance(pool_slots, int) or pool_slots < 1:
         fail("pool_slots", f"pool_slots must be a whole number of at least 1, got {pool_slots!r}")
 
+    approvers, problem = _approvers(entry.get("approvers"))
+    if problem:
+        fail("approvers", problem)
+    four_eyes = entry.get("four_eyes", False)
+    if not isinstance(four_eyes, bool):
+        fail("four_eyes", f"four_eyes must be true or false, got {four_eyes!r}")
+
     if len(problems.lines) > before:
         return None
     assert name and leadsquared_conn_id and pool and dag_id  # checked above
@@ -331,7 +358,26 @@ def _entry(index: int, entry: Any, node: yaml.Node | None, sql_dir: Path | None,
         schedule=schedule,
         categories=categories,
         pool_slots=pool_slots,
+        approvers=approvers,
+        four_eyes=four_eyes,
     )
+
+
+def _approvers(value: Any) -> tuple[tuple[Approver, ...], str | None]:
+    """The users who may approve: user names, or ``{id: ..., name: ...}`` where the id differs (FAB)."""
+    if value is None:
+        return (), None
+    if not isinstance(value, list) or not value:
+        return (), f"approvers must be a non-empty list of user names, got {value!r}"
+    found = []
+    for item in value:
+        if isinstance(item, str) and item.strip():
+            found.append(Approver(item.strip(), item.strip()))
+        elif isinstance(item, dict) and set(item) == {"id", "name"} and all(str(v).strip() for v in item.values()):
+            found.append(Approver(str(item["id"]).strip(), str(item["name"]).strip()))
+        else:
+            return (), f"approvers: each must be a user name or {{id: ..., name: ...}}, got {item!r}"
+    return tuple(found), None
 
 
 def _schedule_problem(schedule: Any, timezone: str) -> str | None:

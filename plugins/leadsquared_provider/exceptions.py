@@ -85,3 +85,8 @@ class ActivityReadError(LeadSquaredError):
         self.status_code = status_code
         self.exception_type = exception_type
         self.final = final
+
+
+class NotApproved(LeadSquaredError):
+    """The run waited for a person and was not approved (rejected, not answered in time, or a refused
+    approval): nothing was sent."""

@@ -9,6 +9,8 @@ from pathlib import Path
 import pendulum
 import pytest
 
+from leadsquared_provider.accounts import Approver
+
 PROJECT = Path(__file__).resolve().parents[2]
 DAGS = PROJECT / "dags"
 DAG_FILE = DAGS / "leadsquared_reset.py"
@@ -31,6 +33,8 @@ accounts:
     categories:
       task_type_ids: [{TASK_TYPE}]
       delete_notes: true
+    approvers: [alice, {{id: "7", name: bob}}]
+    four_eyes: true
 """
 
 
@@ -54,12 +58,21 @@ def test_two_accounts_give_two_dags_each_with_its_own_ids_and_pool(parse):
     assert set(bag.dags) == {"leadsquared_reset_india", "emea_resets"}
 
     india, emea = bag.dags["leadsquared_reset_india"], bag.dags["emea_resets"]
-    for dag, conn_id, pool, warehouse in [
-        (india, "leadsquared_india", "leadsquared_api_india", "warehouse_india"),
-        (emea, "leadsquared_emea", "leadsquared_api_emea", "warehouse_default"),
+    for dag, conn_id, pool, warehouse, gate in [
+        (india, "leadsquared_india", "leadsquared_api_india", "warehouse_india", ("Asia/Kolkata", (), False)),
+        (
+            emea,
+            "leadsquared_emea",
+            "leadsquared_api_emea",
+            "warehouse_default",
+            ("Europe/London", (Approver("alice", "alice"), Approver("7", "bob")), True),
+        ),
     ]:
         tasks = {t.task_id: t for t in dag.tasks}
-        assert set(tasks) == {"plan", "reset_batch.reset", "reset_batch.check", "verify", "report"}
+        assert set(tasks) == {"plan", "approve", "reset_batch.reset", "reset_batch.check", "verify", "report"}
+        approve = tasks["approve"]
+        assert (approve.timezone, approve.approvers, approve.four_eyes) == gate  # the account's gate
+        assert approve.upstream_task_ids == {"plan"} and approve.downstream_task_ids == {"reset_batch.reset"}
         verify = tasks["verify"]
         assert type(verify).__name__ == "LeadSquaredVerifySensor"
         assert (verify.leadsquared_conn_id, verify.state_conn_id) == (conn_id, "leadsquared_state")  # own keys

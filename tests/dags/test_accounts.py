@@ -11,6 +11,7 @@ import pytest
 from leadsquared_provider.accounts import (
     Account,
     AccountsFileError,
+    Approver,
     Categories,
     accounts_file,
     load_accounts,
@@ -267,7 +268,31 @@ BAD_FILES = [
         "accounts[1] (name 'b'): categories: delete_notes must be true or false",
         id="category-bad-flag",
     ),
+    pytest.param(
+        TWO + "    approvers: alice\n",
+        "accounts[1] (name 'b'): approvers must be a non-empty list of user names, got 'alice'",
+        id="approvers-not-a-list",
+    ),
+    pytest.param(
+        TWO + "    approvers: [alice, {id: 7}]\n",
+        "accounts[1] (name 'b'): approvers: each must be a user name or {id: ..., name: ...}, got {'id': 7}",
+        id="approver-without-name",
+    ),
+    pytest.param(
+        TWO + "    four_eyes: yes please\n",
+        "accounts[1] (name 'b'): four_eyes must be true or false, got 'yes please'",
+        id="four-eyes-not-a-flag",
+    ),
 ]
+
+
+def test_approvers_and_four_eyes_are_read_per_account(tmp_path):
+    path = write(tmp_path, TWO + "    approvers: [alice, {id: 7, name: bob}]\n    four_eyes: true\n")
+    first, second = load_accounts(path, sql_dir=SQL_DIR)
+    assert (first.approvers, first.four_eyes) == ((), False)  # anyone who may edit the DAG; no four eyes
+    assert second.approvers == (Approver("alice", "alice"), Approver("7", "bob"))
+    assert second.four_eyes is True
+    assert second.approvers[1].as_hitl_user() == {"id": "7", "name": "bob"}
 
 
 @pytest.mark.parametrize(("text", "expected"), BAD_FILES)

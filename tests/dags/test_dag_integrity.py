@@ -37,8 +37,13 @@ def test_dags_have_tags_owner_retries_and_docs(dagbag):
 def test_reset_dag_shape(dagbag):
     dag = dagbag.dags["leadsquared_reset"]
     tasks = {t.task_id: t for t in dag.tasks}
-    assert set(tasks) == {"plan", "reset_batch.reset", "reset_batch.check", "verify", "report"}
+    assert set(tasks) == {"plan", "approve", "reset_batch.reset", "reset_batch.check", "verify", "report"}
     assert tasks["reset_batch.reset"].pool == "leadsquared_api"
+    # The approval gate sits between the plan and the batches (Airflow's HITL ApprovalOperator).
+    approve = tasks["approve"]
+    assert type(approve).__mro__[1].__name__ == "ApprovalOperator"
+    assert approve.upstream_task_ids == {"plan"} and approve.downstream_task_ids == {"reset_batch.reset"}
+    assert approve.defaults == ["Reject"]  # no answer in time: rejected
     assert tasks["report"].trigger_rule == "all_done"
     # verify runs after every batch, failed ones too, and waits between pokes without a worker slot.
     verify = tasks["verify"]

@@ -21,8 +21,10 @@ class LeadSquaredResetOperator(BaseOperator):
 
     The run's scope and candidates are read from the state store written by the plan task; the batch is
     sent by :class:`~leadsquared_provider.steps.send.BatchSender` (claims, requests in flight, progress), and
-    each lead's outcome is written to the store as it comes. Returns only counts. Wrong keys, host or a
-    redirect fail the task without retry; a broken rate budget fails it (its unsent leads are carried over).
+    each lead's outcome is written to the store as it comes. Returns only counts. A run that waits at the
+    approval gate, or was turned down there, sends nothing, whatever the approval task's state says. Wrong
+    keys, host or a redirect fail the task without retry; a broken rate budget fails it (its unsent leads are
+    carried over).
 
     :param batch: the batch's number (1-based) from the plan task; its bounds are in the run's record.
     :param leadsquared_conn_id: LeadSquared connection.
@@ -89,6 +91,9 @@ class LeadSquaredResetOperator(BaseOperator):
         key = RunIdentity.from_context(context).key
         with StateStore(self.state_conn_id) as store:
             run = store.load_run(key)
+            gate = store.load_approval(key)
+            if gate is not None and not gate[1].decision.lets_through:  # e.g. the approval marked success by hand
+                raise AirflowFailException(f"the run's approval is {gate[1].as_text()}: this batch sends nothing")
             bounds = run.batch(number)
             label = batch_label(bounds)
             context["batch_label"] = label  # type: ignore[typeddict-unknown-key]

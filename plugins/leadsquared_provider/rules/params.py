@@ -181,13 +181,45 @@ MAX_GROWTH_FACTOR = NumberParam(
     name="max_growth_factor",
     default=10,
     minimum=1,
-    title="Refuse over this x the usual count (median of recent runs)",
+    title="Ask for approval over this x the usual count (median of recent runs)",
 )
 GROWTH_GUARD_FLOOR = WholeParam(
     name="growth_guard_floor",
     default=100,
     minimum=0,
     title="Runs with at most this many candidates skip the growth guard",
+)
+# A normal night (hundreds of leads) goes through; a run that would wipe the history of thousands of leads, a
+# tenth of the hard refusal (max_leads_per_run), waits for a person first: a few minutes of the rate budget at
+# most are at stake below it.
+APPROVAL_THRESHOLD = WholeParam(
+    name="approval_threshold",
+    default=1000,
+    minimum=0,
+    title="Ask for approval over this many leads",
+    description="A run that would reset more leads than this waits in the UI (Required Actions) until a "
+    "person approves or rejects it. So do a tripped growth guard, an all-time window and a window longer "
+    "than approval_max_window_days. Dry runs never ask.",
+)
+APPROVAL_MAX_WINDOW_DAYS = WholeParam(
+    name="approval_max_window_days",
+    default=7,
+    minimum=1,
+    title="Ask for approval when the window spans more days than this",
+)
+APPROVAL_TIMEOUT_MINUTES = WholeParam(
+    name="approval_timeout_minutes",
+    default=24 * 60,
+    minimum=1,
+    maximum=7 * 24 * 60,
+    title="Minutes the approval waits before it counts as rejected",
+    description="No answer in this time: nothing is sent, the run fails and alerts (default 24 h).",
+)
+APPROVAL_PREVIEW_ACTIVITIES = FlagParam(
+    name="approval_preview_activities",
+    title="Show the activities a few leads would lose",
+    description="When the run asks for approval, read 5 of its leads' activities first (about 5 calls) "
+    "and show how many the reset would delete.",
 )
 BATCH_SIZE = WholeParam(name="batch_size", default=200, minimum=1, title="Leads per batch")
 MAX_IN_FLIGHT = WholeParam(
@@ -279,6 +311,10 @@ PARAM_SPECS: tuple[ParamSpec[Any], ...] = (
     MAX_LEADS_PER_RUN,
     MAX_GROWTH_FACTOR,
     GROWTH_GUARD_FLOOR,
+    APPROVAL_THRESHOLD,
+    APPROVAL_MAX_WINDOW_DAYS,
+    APPROVAL_TIMEOUT_MINUTES,
+    APPROVAL_PREVIEW_ACTIVITIES,
     BATCH_SIZE,
     MAX_IN_FLIGHT,
     RETRY_EARLIER_FAILURES,
@@ -355,6 +391,10 @@ class RunParams:
     max_leads_per_run: int = MAX_LEADS_PER_RUN.default
     max_growth_factor: float = MAX_GROWTH_FACTOR.default
     growth_guard_floor: int = GROWTH_GUARD_FLOOR.default
+    approval_threshold: int = APPROVAL_THRESHOLD.default
+    approval_max_window_days: int = APPROVAL_MAX_WINDOW_DAYS.default
+    approval_timeout_minutes: int = APPROVAL_TIMEOUT_MINUTES.default
+    approval_preview_activities: bool = APPROVAL_PREVIEW_ACTIVITIES.default
     batch_size: int = BATCH_SIZE.default
     max_in_flight: int = MAX_IN_FLIGHT.default
     retry_earlier_failures: bool = RETRY_EARLIER_FAILURES.default
@@ -385,6 +425,10 @@ class RunParams:
                 max_leads_per_run=MAX_LEADS_PER_RUN.read(params),
                 max_growth_factor=MAX_GROWTH_FACTOR.read(params),
                 growth_guard_floor=GROWTH_GUARD_FLOOR.read(params),
+                approval_threshold=APPROVAL_THRESHOLD.read(params),
+                approval_max_window_days=APPROVAL_MAX_WINDOW_DAYS.read(params),
+                approval_timeout_minutes=APPROVAL_TIMEOUT_MINUTES.read(params),
+                approval_preview_activities=APPROVAL_PREVIEW_ACTIVITIES.read(params),
                 batch_size=BATCH_SIZE.read(params),
                 max_in_flight=MAX_IN_FLIGHT.read(params),
                 retry_earlier_failures=RETRY_EARLIER_FAILURES.read(params),

@@ -102,20 +102,13 @@ def clean_candidates(
     return result
 
 
-def check_blast_radius(
-    count: int, *, max_leads: int, previous: int | None, max_growth: float, growth_floor: int
-) -> None:
-    """Refuse a run before any request when it would touch more leads than the guards allow."""
+def check_blast_radius(count: int, *, max_leads: int) -> None:
+    """Refuse a run before any request when it would touch more leads than ``max_leads_per_run``. (A run
+    that merely looks large asks a person instead: :mod:`~leadsquared_provider.rules.approval`.)"""
     if count > max_leads:
         raise PlanError(
             f"{count} candidate leads exceed max_leads_per_run={max_leads}: nothing was sent. "
             "If this is meant, trigger the run with a higher max_leads_per_run param."
-        )
-    if previous is not None and count > growth_floor and count > previous * max_growth:
-        raise PlanError(
-            f"{count} candidate leads is more than {max_growth:g} x the usual {previous} (the median of the "
-            "DAG's recent runs, scheduled ones first): "
-            "nothing was sent. If this is meant, trigger the run with a higher max_growth_factor param."
         )
 
 

@@ -22,6 +22,7 @@ def format_report(summary: Mapping[str, Any]) -> str:
         f" ids that were not GUIDs: {summary['invalid_ids']};"
         f" leads retried from earlier runs: {summary.get('retried_from_earlier_runs', 0)}",
         "",
+        *([f"approval: {summary['approval']['text']}", ""] if summary.get("approval") else []),
         f"{'outcome':<24}{'leads':>8}",
         f"{'-' * 24}{'-' * 8}",
     ]

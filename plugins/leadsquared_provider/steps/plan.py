@@ -5,6 +5,7 @@ The warehouse is only read (the candidate query); everything the run must rememb
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,8 +18,18 @@ from leadsquared_provider.exceptions import (
     InvalidConnection,
     LeadSquaredAuthError,
     PlanError,
+    RateBudgetError,
 )
 from leadsquared_provider.rate_budget.day import utc_text
+from leadsquared_provider.rules.approval import (
+    PREVIEW_ACTIVITY_LEADS,
+    PREVIEW_SAMPLE,
+    ApprovalRequest,
+    LeadActivities,
+    Reason,
+    approval_reasons,
+    window_days,
+)
 from leadsquared_provider.rules.outcomes import Outcome, ResetResult
 from leadsquared_provider.rules.planning import (
     CleanedCandidates,
@@ -35,6 +46,7 @@ if TYPE_CHECKING:
 
     from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
     from leadsquared_provider.rules.params import RunParams
+    from leadsquared_provider.rules.request import ResetScope
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +157,73 @@ def check_budget_reach(hook: LeadSquaredHook, executor: str) -> None:
         )
 
 
+def approval_request(
+    hook: LeadSquaredHook | None,
+    params: RunParams,
+    scope: ResetScope,
+    sent: list[StagedLead],
+    baseline: int | None,
+    *,
+    scope_key: str,
+) -> ApprovalRequest:
+    """What the run asks of the approval gate (nothing for a dry run, ``hook`` None), with the preview's facts:
+    a sample of the leads it sends, its calls at the account's effective rate, today's quota left, and with
+    ``approval_preview_activities`` the activities a few of its own leads would lose."""
+    leads = len(sent)
+    reasons: tuple[Reason, ...] = ()
+    if hook is not None:
+        reasons = approval_reasons(
+            leads,
+            threshold=params.approval_threshold,
+            baseline=baseline,
+            max_growth=params.max_growth_factor,
+            growth_floor=params.growth_guard_floor,
+            days=window_days(scope),
+            max_days=params.approval_max_window_days,
+        )
+    request = ApprovalRequest(
+        reasons=reasons,
+        leads=leads,
+        threshold=params.approval_threshold,
+        baseline=baseline,
+        max_growth=params.max_growth_factor,
+        days=window_days(scope),
+        max_days=params.approval_max_window_days,
+    )
+    if not request.needed or hook is None:
+        return request
+    budget = hook.budget
+    try:
+        per_window = budget.effective_limit()
+        calls_per_second = per_window / (hook.settings.rate_window_seconds + budget.margin_seconds_now())
+    except RateBudgetError:
+        calls_per_second = None
+    own = [lead.lead_id for lead in sent if lead.scope_key == scope_key][:PREVIEW_ACTIVITY_LEADS]
+    return dataclasses.replace(
+        request,
+        sample=tuple(lead.lead_id for lead in sent[:PREVIEW_SAMPLE]),
+        calls=leads + min(params.verify_sample, leads),
+        calls_per_second=round(calls_per_second, 3) if calls_per_second else None,
+        day_left=budget.day_left(),
+        activities=preview_activities(hook, scope, own) if params.approval_preview_activities else (),
+    )
+
+
+def preview_activities(hook: LeadSquaredHook, scope: ResetScope, lead_ids: list[str]) -> tuple[LeadActivities, ...]:
+    """How many activities each lead holds that the reset would delete (read now, one call for most leads)."""
+    from leadsquared_provider.steps.verify import Check, ScopeWindow, check_lead
+
+    window = ScopeWindow.from_scope(scope)
+    found = []
+    for lead_id in lead_ids:
+        check = check_lead(hook, lead_id, scope.key, window)
+        if check.result in (Check.STILL_PRESENT, Check.VERIFIED):
+            found.append(LeadActivities(lead_id, check.remaining_count))
+        else:
+            found.append(LeadActivities(lead_id, None, check.message[:200]))
+    return tuple(found)
+
+
 def _candidates(
     params: RunParams, warehouse_conn_id: str, sql: Callable[[], str], query_name: str | None
 ) -> tuple[CleanedCandidates, str]:
@@ -236,13 +315,8 @@ def plan_run(
             carried = [lead for lead in earlier if not (lead.scope_key == scope.key and lead.lead_id in own)]
         if carried:
             log.info("%d lead(s) left unresolved by earlier runs are retried for their original window", len(carried))
-        check_blast_radius(
-            count + len(carried),
-            max_leads=params.max_leads_per_run,
-            previous=store.growth_baseline(run.dag_id, run.key),
-            max_growth=params.max_growth_factor,
-            growth_floor=params.growth_guard_floor,
-        )
+        check_blast_radius(count + len(carried), max_leads=params.max_leads_per_run)
+        baseline = store.growth_baseline(run.dag_id, run.key)
         scope_key = scope.key  # hashes the scope on every access: once here, not once per lead
         # Earlier runs' leads first (the oldest work), then this window's, in the query's order.
         staged = [*carried, *(StagedLead(lead_id, scope_key) for lead_id in cleaned.valid)]
@@ -270,6 +344,9 @@ def plan_run(
             deferred=len(staged) - fits,
         )
         store.save_run(record)
+        store.save_approval_request(
+            run.key, approval_request(hook, params, scope, staged[:fits], baseline, scope_key=scope_key)
+        )
         if record.deferred:
             deferred = staged[fits:]
             scopes = store.load_scopes(lead.scope_key for lead in deferred)

@@ -11,8 +11,9 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from leadsquared_provider.exceptions import LeadSquaredAuthError, PlanError, ResetFailuresError
+from leadsquared_provider.exceptions import LeadSquaredAuthError, NotApproved, PlanError, ResetFailuresError
 from leadsquared_provider.rate_budget.day import utc_text
+from leadsquared_provider.rules.approval import NOT_APPROVED, ApprovalDecision, ApprovalRequest, Decision
 from leadsquared_provider.rules.outcomes import FAILURE_OUTCOMES, UNFINISHED, Outcome
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from leadsquared_provider.store import LeadRow, StateStore
 
 SHOWN = 10
+LETS_THROUGH = frozenset(str(decision) for decision in Decision if decision.lets_through)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,9 @@ def build_summary(store: StateStore, key: str) -> dict[str, Any]:
     """
     run = store.load_run(key)
     counts = store.run_counts(key)
+    gate = store.load_approval(key)
+    if gate is not None and not gate[1].decision.lets_through and UNFINISHED in counts:
+        counts[NOT_APPROVED] = counts.pop(UNFINISHED)  # staged, and never meant to go without an approval
     unfinished = counts.get(UNFINISHED, 0)
     total = run.candidates + run.invalid + run.carried_over
     rejected = counts.get(Outcome.REJECTED, 0)
@@ -61,6 +66,19 @@ def build_summary(store: StateStore, key: str) -> dict[str, Any]:
         # Over today's share of the daily quota: not failures; the next run sends them for their window.
         "deferred": counts.get(Outcome.DEFERRED, 0),
         "first_failed": _listed(store.leads_with(key, [*FAILURE_OUTCOMES, Outcome.REJECTED], limit=SHOWN)),
+        "approval": None if gate is None else approval_part(*gate),
+    }
+
+
+def approval_part(request: ApprovalRequest, decision: ApprovalDecision) -> dict[str, Any]:
+    """The summary's ``approval``: why the run asked, the answer, who gave it and when."""
+    return {
+        "needed": request.needed,
+        "reasons": [str(reason) for reason in request.reasons],
+        "decision": str(decision.decision),
+        "by": decision.by,
+        "at": utc_text(decision.at) if decision.at else None,
+        "text": decision.as_text(),
     }
 
 
@@ -73,14 +91,19 @@ def unresolved(summary: dict[str, Any]) -> int:
     """Leads the next run should pick up: failures, unfinished, deferred and leads held by owners that may
     fail."""
     counts = summary["counts"]
+    if NOT_APPROVED in counts:
+        return 0  # turned down: no later run sends its leads without asking
     return int(summary["failures"] + counts.get(Outcome.IN_PROGRESS_ELSEWHERE, 0) + counts.get(Outcome.DEFERRED, 0))
 
 
 def verdict(summary: dict[str, Any], params: RunParams) -> None:
     """Fail the run on refused keys, failures over ``failure_threshold`` or rejections over their share.
 
-    :raises LeadSquaredAuthError, ResetFailuresError: the run failed; the summary says why.
+    :raises NotApproved, LeadSquaredAuthError, ResetFailuresError: the run failed; the summary says why.
     """
+    approval = summary.get("approval")
+    if approval and approval["decision"] not in LETS_THROUGH:
+        raise NotApproved(f"the run was not approved: {approval['text']}")
     if summary["counts"].get(Outcome.AUTH_FAILED):
         raise LeadSquaredAuthError(
             "LeadSquared refused the keys, host or permission: fix the connection and clear the run",

@@ -7,6 +7,7 @@ One :class:`StateStore`, made of one part per job, each in its module over the t
 - :mod:`.runs`: runs, scopes and staged candidates (the plan), and a run's counts;
 - :mod:`.claims`: claims on (lead, scope), which make each lead's request happen once;
 - :mod:`.audit`: each lead's outcome, and the verification's read-back;
+- :mod:`.approvals`: the approval gate: why a run waits for a person, and the answer;
 - :mod:`.reads`: what the resets page reads (paged, read-only);
 - :mod:`.schema`: the tables, defined once with SQLAlchemy Core.
 
@@ -17,6 +18,7 @@ their own store, this is written once or twice per lead; a warehouse sees at mos
 
 from __future__ import annotations
 
+from leadsquared_provider.store.approvals import ApprovalTables
 from leadsquared_provider.store.audit import (
     AUDIT_COLUMNS,
     AuditTables,
@@ -44,10 +46,11 @@ from leadsquared_provider.store.runs import (
 )
 
 
-class StateStore(RunTables, ClaimTables, AuditTables):
+class StateStore(RunTables, ClaimTables, AuditTables, ApprovalTables):
     """Reads and writes the state tables. Use as a context manager: ``with StateStore() as store: ...``.
 
-    Its methods live with their tables (:class:`RunTables`, :class:`ClaimTables`, :class:`AuditTables`), over
+    Its methods live with their tables (:class:`RunTables`, :class:`ClaimTables`, :class:`AuditTables`,
+    :class:`ApprovalTables`), over
     one engine and one schema check: a step holds one store, whatever tables it touches.
     """
 

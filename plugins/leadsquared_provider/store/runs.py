@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import and_, case, delete, exists, func, literal, or_, select, true, update
 
+from leadsquared_provider.rules.approval import Decision
 from leadsquared_provider.rules.outcomes import UNFINISHED, UNRESOLVED_OUTCOMES, Outcome
 from leadsquared_provider.rules.planning import INTERVAL_RUN_TYPES, batch_bounds
 from leadsquared_provider.rules.request import ResetScope
@@ -30,6 +31,7 @@ CARRY_OVER_MAX_RUNS = 3
 STALE_RUN_SECONDS = 24 * 3600
 # The growth guard compares a run with the median of this many earlier runs of the DAG.
 GROWTH_BASELINE_RUNS = 5
+TURNED_DOWN = tuple(decision for decision in Decision if not decision.lets_through and decision is not Decision.WAITING)
 
 
 class RunRef(NamedTuple):
@@ -284,9 +286,11 @@ class RunTables(StoreBase):
         """The growth guard's baseline: the median candidate count of the DAG's last ``runs`` scheduled or
         backfill runs (not dry runs, not this one), so that neither a one-lead manual fix nor an empty day
         becomes the measure of the next night; of its last runs of any type while it has none of those.
-        ``None`` (no guard) without earlier runs or when the median is 0."""
-        r = t.runs
-        earlier = (r.c.dag_id == dag_id, r.c.run_key != key, r.c.dry_run.is_(False))
+        ``None`` (no guard) without earlier runs or when the median is 0. A run turned down at the approval gate
+        is no measure either."""
+        r, g = t.runs, t.approvals
+        turned_down = exists().where(g.c.run_key == r.c.run_key, g.c.decision.in_([str(d) for d in TURNED_DOWN]))
+        earlier = (r.c.dag_id == dag_id, r.c.run_key != key, r.c.dry_run.is_(False), ~turned_down)
         interval = r.c.run_type.in_(INTERVAL_RUN_TYPES)
         with self.engine.connect() as conn:
             for condition in (interval, true()):

@@ -14,6 +14,8 @@
 - ``leadsquared_reset_audit``: one row per (run, lead, scope): outcome, answer, attempts, timings.
 - ``leadsquared_reset_verification``: one row per (run, sampled lead, scope): whether the activities the reset
   was to delete are gone (read back later with ProspectActivity.Retrieve), and what remains.
+- ``leadsquared_reset_approvals``: one row per run: why it waits for a person (none: it does not), the
+  preview's facts, and the decision (who, when). A new table: ``create_all`` adds it to an older store.
 """
 
 from __future__ import annotations
@@ -154,4 +156,15 @@ verification = Table(
     Column("remaining_ids", Text),
     Column("message", String(MESSAGE_SIZE)),
     Column("checked_at", Float, nullable=False),
+)
+
+approvals = Table(
+    "leadsquared_reset_approvals",
+    metadata,
+    Column("run_key", String(400), primary_key=True),
+    Column("request_json", Text, nullable=False),  # the plan's ApprovalRequest: why the run waits, its preview
+    Column("decision", String(32), nullable=False),  # a rules.approval.Decision
+    Column("decided_by", String(250)),
+    Column("decided_at", Float),
+    Column("note", String(MESSAGE_SIZE)),
 )

@@ -162,3 +162,12 @@ def test_a_dags_own_category_defaults_fill_its_form_and_are_checked():
         dag_params({"batch_size": 0})
     with pytest.raises(ParamError, match=r"names of params, got \['categories'\]"):
         dag_params({"categories": []})
+
+
+def test_the_approval_params_defaults_ask_over_1000_leads_or_7_days_and_wait_24_hours():
+    run = RunParams.from_params({})
+    assert (run.approval_threshold, run.approval_max_window_days) == (1000, 7)
+    assert (run.approval_timeout_minutes, run.approval_preview_activities) == (24 * 60, False)
+    form = dag_params()
+    assert form["approval_threshold"].schema["minimum"] == 0  # 0: every run with a lead asks
+    assert form["approval_timeout_minutes"].schema["maximum"] == 7 * 24 * 60

@@ -7,13 +7,13 @@ same code under the scheduler.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from contextlib import closing
 
 import pytest
 
 from leadsquared_provider.exceptions import CandidateQueryError, LeadSquaredError, PlanError
+from leadsquared_provider.rules.approval import PREVIEW_SAMPLE, ApprovalDecision, Decision, Reason
 from leadsquared_provider.rules.params import RunParams
 from leadsquared_provider.steps.plan import RunIdentity, plan_run
 from leadsquared_provider.store import StateStore
@@ -222,15 +222,67 @@ def test_a_whole_number_written_as_4_0_passes_the_plan_and_the_operator(plan, se
         LeadSquaredResetOperator(task_id="reset", batch="1", max_in_flight="4.5").execute(context)
 
 
-def test_sudden_jump_in_candidates_is_refused(plan, served):
+def gate(plan, run_id: str):
+    """The approval request the plan recorded for the run, and its decision."""
+    with StateStore(plan.state) as store:
+        return store.load_approval(f"leadsquared_reset/{run_id}")
+
+
+def test_a_sudden_jump_in_candidates_waits_for_a_person_instead_of_failing(plan, served):
+    plan({**WINDOW, "lead_ids": [IDS[0]]}, run_id="manual__small")
+    assert gate(plan, "manual__small")[0].reasons == ()
+    many = [f"{n:08x}-1111-4000-8000-000000000000" for n in range(150)]
+    assert plan({**WINDOW, "lead_ids": many}, run_id="manual__big") == [1]  # staged, not refused
+    request, decision = gate(plan, "manual__big")
+    assert (request.reasons, request.leads, request.baseline, request.max_growth) == ((Reason.GROWTH,), 150, 1, 10)
+    assert decision.decision is Decision.WAITING
+    assert request.sample == tuple(many[:PREVIEW_SAMPLE])
+    assert request.calls == 150 + 20  # the resets and the verification's reads
+    assert request.calls_per_second == pytest.approx(25 / 5.05, rel=0.01)  # the connection's 25 per 5 s + margin
+    assert request.day_left is None  # no daily quota on the connection
+    plan({**WINDOW, "lead_ids": many, "max_growth_factor": 200}, run_id="manual__big")
+    assert gate(plan, "manual__big")[0].reasons == ()  # re-planned: asks no more
+
+
+@pytest.mark.parametrize(
+    ("params", "reasons"),
+    [
+        pytest.param({"approval_threshold": 2}, (Reason.OVER_THRESHOLD,), id="over-threshold"),
+        pytest.param({"approval_threshold": 3}, (), id="at-threshold"),
+        pytest.param(
+            {"from_date": "2026-10-01T00:00:00+05:30", "approval_max_window_days": 31},
+            (Reason.LONG_WINDOW,),
+            id="window-longer-than-max-days",
+        ),
+        pytest.param({"from_date": None, "to_date": None, "allow_all_time": True}, (Reason.ALL_TIME,), id="all-time"),
+        pytest.param({"approval_threshold": 0, "dry_run": True}, (), id="dry-run-never-asks"),
+    ],
+)
+def test_the_plan_records_why_a_run_needs_a_person(plan, served, params, reasons):
+    plan({**WINDOW, **params})
+    request, decision = gate(plan, "manual__1")
+    assert request.reasons == reasons
+    assert decision.decision is (Decision.WAITING if reasons else Decision.NOT_NEEDED)
+
+
+def test_the_preview_can_read_the_activities_a_few_leads_would_lose(plan, served):
+    plan({**WINDOW, "approval_threshold": 0, "approval_preview_activities": True})
+    request, _ = gate(plan, "manual__1")
+    assert [a.lead_id for a in request.activities] == IDS  # 3 leads (at most 5 are read)
+    assert all(a.count == 0 and a.note == "" for a in request.activities)  # lsq_lead holds none in the window
+    assert not [c for c in served.calls() if c["path"].endswith("Lead.Reset")]  # read only
+
+
+def test_a_run_turned_down_at_the_gate_is_no_growth_baseline(plan, served):
     plan({**WINDOW, "lead_ids": [IDS[0]]}, run_id="manual__small")
     many = [f"{n:08x}-1111-4000-8000-000000000000" for n in range(150)]
-    with pytest.raises(
-        PlanError, match=r"150 candidate leads is more than 10 x the usual 1 \(the median .*max_growth_factor"
-    ):
-        plan({**WINDOW, "lead_ids": many}, run_id="manual__big")
-    assert staged(plan, "manual__big") == 0
-    assert json.dumps(plan({**WINDOW, "lead_ids": many, "max_growth_factor": 200}, run_id="manual__big"))
+    plan({**WINDOW, "lead_ids": many, "approval_threshold": 100}, run_id="manual__rejected")
+    with StateStore(plan.state) as store:
+        assert store.growth_baseline("leadsquared_reset", "x") == 1  # median_low of 1 and 150
+        store.record_decision("leadsquared_reset/manual__rejected", ApprovalDecision(Decision.REJECTED, "bob"))
+        assert store.growth_baseline("leadsquared_reset", "x") == 1
+        store.record_decision("leadsquared_reset/manual__small", ApprovalDecision(Decision.REJECTED, "bob"))
+        assert store.growth_baseline("leadsquared_reset", "x") is None
 
 
 def test_the_growth_baseline_is_the_usual_scheduled_run_not_a_small_fix_or_an_empty_day(plan, served):
@@ -251,9 +303,9 @@ def test_the_growth_baseline_is_the_usual_scheduled_run_not_a_small_fix_or_an_em
     assert scheduled({**WINDOW, "lead_ids": nightly}, "scheduled__5") == [1]
 
     jump = [f"{n:08x}-3333-4000-8000-000000000000" for n in range(1600)]
-    with pytest.raises(PlanError, match=r"1600 candidate leads is more than 10 x the usual 150 \(the median"):
-        scheduled({**WINDOW, "lead_ids": jump}, "scheduled__6")
-    assert staged(plan, "scheduled__6") == 0
+    scheduled({**WINDOW, "lead_ids": jump}, "scheduled__6")
+    request, _ = gate(plan, "scheduled__6")
+    assert (request.reasons, request.baseline) == ((Reason.OVER_THRESHOLD, Reason.GROWTH), 150)
     with StateStore(plan.state) as store:
         assert store.load_run("leadsquared_reset/scheduled__5").run_type == "scheduled"
         assert store.load_run("leadsquared_reset/manual__fix2").run_type == "manual"
