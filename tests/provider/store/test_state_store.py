@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from leadsquared_provider.rules.approval import ApprovalDecision, ApprovalRequest, Decision, Reason
 from leadsquared_provider.rules.outcomes import Outcome, ResetResult
 from leadsquared_provider.rules.request import ResetScope
 from leadsquared_provider.store import (
@@ -289,3 +290,36 @@ def test_unknown_connection_type_names_the_connection(monkeypatch, tmp_path: Pat
     monkeypatch.setenv("AIRFLOW_CONN_BAD_STATE", json.dumps({"conn_type": "mysql", "host": "x"}))
     with pytest.raises(StateStoreError, match=r"'bad_state' is of type 'mysql': use sqlite .* or postgres"):
         StateStore("bad_state").ensure_schema()
+
+
+def test_the_gate_keeps_a_runs_request_and_its_answer_and_a_new_plan_asks_again(store):
+    """The approvals table on SQLite and PostgreSQL: the plan's request, the answer, a re-plan resetting it."""
+    asks = ApprovalRequest(
+        reasons=(Reason.OVER_THRESHOLD, Reason.GROWTH),
+        leads=1500,
+        threshold=1000,
+        baseline=120,
+        max_growth=10.0,
+        days=1.0,
+        max_days=7,
+        sample=tuple(LEADS[:3]),
+        calls=1520,
+        calls_per_second=4.9,
+        day_left=4000,
+    )
+    assert store.load_approval("dag/run1") is None  # a run planned before the gate existed
+
+    store.save_approval_request("dag/run1", asks)
+    assert store.load_approval("dag/run1") == (asks, ApprovalDecision(Decision.WAITING))
+
+    store.record_decision("dag/run1", ApprovalDecision(Decision.APPROVED, "alice", 1_700_000_000.5, "looks right"))
+    request, decision = store.load_approval("dag/run1")
+    assert request == asks
+    assert decision == ApprovalDecision(Decision.APPROVED, "alice", 1_700_000_000.5, "looks right")
+    assert decision.decision.lets_through
+
+    store.save_approval_request("dag/run1", asks)  # planned again (a cleared plan): asks again, the answer gone
+    assert store.load_approval("dag/run1") == (asks, ApprovalDecision(Decision.WAITING))
+    quiet = ApprovalRequest(reasons=(), leads=5, threshold=1000, baseline=None, max_growth=10.0, days=1.0, max_days=7)
+    store.save_approval_request("dag/run2", quiet)
+    assert store.load_approval("dag/run2") == (quiet, ApprovalDecision(Decision.NOT_NEEDED))
