@@ -42,7 +42,7 @@ def test_a_user_reads_the_preview_of_a_waiting_run_and_approves_it(page, finishe
     screenshot(page, "approval-waiting-run")
 
     page.goto(f"{finished_run.url}{DAG_URL}/runs/{run_id}/tasks/approve/required_actions")
-    expect(page.get_by_text("Approve resetting 1 LeadSquared leads? (leadsquared_reset)").first).to_be_visible()
+    expect(page.get_by_text("Approve resetting 1 LeadSquared lead? (leadsquared_reset)").first).to_be_visible()
     for words in ("waits for approval before it resets", "Window (Asia/Kolkata)", "Estimated duration", LEAD):
         expect(page.get_by_text(words, exact=False).first).to_be_visible()
     screenshot(page, "approval-preview")

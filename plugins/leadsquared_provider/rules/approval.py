@@ -223,7 +223,7 @@ def _categories_text(scope: ResetScope) -> str:
 
 
 def preview_subject(request: ApprovalRequest, dag_id: str) -> str:
-    return f"Approve resetting {request.leads:,} LeadSquared leads? ({dag_id})"
+    return f"Approve resetting {_leads(request.leads, 'LeadSquared ')}? ({dag_id})"
 
 
 def preview_body(
@@ -251,7 +251,7 @@ def preview_body(
             f"({request.calls / request.day_left:.0%})"
         )
     lines = [
-        f"Run `{run_id}` of **{dag_id}** waits for approval before it resets **{request.leads:,} leads**. "
+        f"Run `{run_id}` of **{dag_id}** waits for approval before it resets **{_leads(request.leads)}**. "
         "A reset cannot be undone.",
         "",
         "**Why it asks**",
@@ -279,3 +279,7 @@ def preview_body(
         ]
     lines += ["", "**Approve** sends the resets; **Reject** (or no answer in time) sends nothing."]
     return "\n".join(lines)
+
+
+def _leads(count: int, kind: str = "") -> str:
+    return f"{count:,} {kind}lead" + ("" if count == 1 else "s")
