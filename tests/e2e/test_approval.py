@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -83,8 +84,16 @@ def wait_for_task(e2e: E2E, run_id: str, dag_id: str, states: set[str], timeout:
     raise TimeoutError(f"approve of {run_id} not in {states} within {timeout} s: {ti['state']}")
 
 
+# Airflow 3.3 loses an answer given before the scheduler has read the waiting try's end from the executor
+# (seconds, more under load): the resumed task is killed, retried, and asks again. A person takes longer.
+SETTLE_SECONDS = 15.0
+
+
 def respond(e2e: E2E, run_id: str, dag_id: str, user: str, option: str) -> requests.Response:
-    """Answer the run's approval as ``user`` through the public REST API (what the UI's buttons call)."""
+    """Answer the run's approval as ``user`` through the public REST API (what the UI's buttons call), once
+    the waiting try has settled (:data:`SETTLE_SECONDS` after it started)."""
+    started = datetime.fromisoformat(approve_ti(e2e, run_id, dag_id)["start_date"])
+    time.sleep(max(0.0, SETTLE_SECONDS - (datetime.now(UTC) - started).total_seconds()))
     home = e2e.stack.config.home
     password = json.loads((home / "passwords.json").read_text())[user]
     token = requests.post(

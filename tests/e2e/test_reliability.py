@@ -161,7 +161,8 @@ def test_fault_matrix_every_lead_one_outcome_none_accepted_twice(reliability):
     freezer = threading.Thread(target=freeze_once, daemon=True)
     freezer.start()
     try:
-        e2e.stack.trigger({**window(FAULT_DAY), "failure_threshold": 100}, run_id=run_id)
+        # 2,000 leads: over approval_threshold, which is not what this test is about
+        e2e.stack.trigger({**window(FAULT_DAY), "failure_threshold": 100, "approval_threshold": 10_000}, run_id=run_id)
         assert e2e.stack.wait_for_run(run_id, timeout=1000) == "success"
         assert froze.wait(10), "the server never froze: the run sent too few calls"
         locker.join(300)

@@ -56,7 +56,7 @@ class LeadSquaredApprovalOperator(ApprovalOperator):
     def execute(self, context: Context) -> Any:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from leadsquared_provider.rules.approval import Decision, preview_body, preview_subject
+        from leadsquared_provider.rules.approval import preview_body, preview_subject
         from leadsquared_provider.rules.params import RunParams
         from leadsquared_provider.store import StateStore, run_key
 
@@ -68,10 +68,7 @@ class LeadSquaredApprovalOperator(ApprovalOperator):
         if gate is None or not gate[0].needed:
             self.log.info("no approval needed: the plan found no reason to ask (or this is a dry run)")
             return {"approval": "not_needed"}
-        request, decision = gate
-        if decision.decision is Decision.WAITING and (answered := _answer_of_an_earlier_try(context)) is not None:
-            self.log.info("the answer given to an earlier try of this task counts: %s", answered["chosen_options"])
-            return self.execute_complete(context, answered)
+        request, _ = gate
         trigger_user = getattr(dag_run, "triggering_user_name", None)
         assigned = [a for a in self.approvers if not (self.four_eyes and trigger_user in (a.name, a.id))]
         if self.approvers and not assigned:
@@ -130,34 +127,6 @@ class LeadSquaredApprovalOperator(ApprovalOperator):
         if self.approvers and not names & {n for a in self.approvers for n in (a.id, a.name)}:
             return f"{', '.join(sorted(names))} is not one of the account's approvers"
         return None
-
-
-def _answer_of_an_earlier_try(context: Context) -> dict[str, Any] | None:
-    """The answer an earlier try of this task got but never read, as the event ``execute_complete`` takes.
-
-    Airflow 3.3 loses an answer given within seconds of the task parking (before the scheduler has read the
-    parking try's end from the executor): it retries the task, whose new request would erase that answer.
-    Only a retry reads it, and only while the store still says the run waits (a cleared task asks again).
-    """
-    from airflow.sdk.exceptions import AirflowRuntimeError
-    from airflow.sdk.execution_time.hitl import get_hitl_detail_content_detail
-
-    ti = context["ti"]
-    if int(getattr(ti, "try_number", 1) or 1) < 2:
-        return None
-    try:
-        found = get_hitl_detail_content_detail(ti.id)
-    except AirflowRuntimeError:  # no request yet (the first try died before asking): ask now
-        return None
-    if not found.response_received or not found.chosen_options:
-        return None
-    user = found.responded_by_user
-    return {
-        "chosen_options": list(found.chosen_options),
-        "params_input": found.params_input or {},
-        "responded_at": found.responded_at,
-        "responded_by_user": {"id": user.id, "name": user.name} if user else None,
-    }
 
 
 def _epoch(moment: object) -> float | None:

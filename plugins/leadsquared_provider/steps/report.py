@@ -49,7 +49,6 @@ def build_summary(store: StateStore, key: str) -> dict[str, Any]:
         "run": key,
         "dry_run": run.dry_run,
         "window": run.window,
-        "categories": json.loads(run.scope.categories_text),
         "candidates": run.candidates,
         "retried_from_earlier_runs": run.carried_over,
         "invalid_ids": run.invalid,
@@ -67,6 +66,7 @@ def build_summary(store: StateStore, key: str) -> dict[str, Any]:
         "deferred": counts.get(Outcome.DEFERRED, 0),
         "first_failed": _listed(store.leads_with(key, [*FAILURE_OUTCOMES, Outcome.REJECTED], limit=SHOWN)),
         "approval": None if gate is None else approval_part(*gate),
+        "categories": json.loads(run.scope.categories_text),  # last: the counts come first in the XCom view
     }
 
 
