@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 
 from leadsquared_provider.rules.approval import ApprovalDecision, ApprovalRequest, Decision
 from leadsquared_provider.store import schema as t
-from leadsquared_provider.store.engine import StoreBase, dialect_insert
+from leadsquared_provider.store.engine import StoreBase, upsert
 
 
 class ApprovalTables(StoreBase):
@@ -28,12 +28,8 @@ class ApprovalTables(StoreBase):
             "decided_at": None,
             "note": None,
         }
-        stmt = dialect_insert(self.dialect, t.approvals).values(**values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["run_key"], set_={k: stmt.excluded[k] for k in values if k != "run_key"}
-        )
         with self._begin() as conn:
-            conn.execute(stmt)
+            conn.execute(upsert(self.dialect, t.approvals, values, ("run_key",)))
 
     def load_approval(self, key: str) -> tuple[ApprovalRequest, ApprovalDecision] | None:
         """The run's request and its decision so far; None for a run planned before the gate existed."""

@@ -17,7 +17,7 @@ from sqlalchemy import func, literal, or_, select
 
 from leadsquared_provider.rules.outcomes import SETTLED_OUTCOMES, Outcome, ResetResult, redacted
 from leadsquared_provider.store import schema as t
-from leadsquared_provider.store.engine import StoreBase, dialect_insert
+from leadsquared_provider.store.engine import StoreBase, dialect_insert, upsert
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -287,13 +287,7 @@ class AuditTables(StoreBase):
                     "message": redacted(row.message, t.MESSAGE_SIZE),
                     "checked_at": row.checked_at,
                 }
-                stmt = dialect_insert(self.dialect, v).values(**values)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["run_key", "lead_id", "scope_key"],
-                    set_={
-                        name: stmt.excluded[name] for name in values if name not in ("run_key", "lead_id", "scope_key")
-                    },
-                )
+                stmt = upsert(self.dialect, v, values, ("run_key", "lead_id", "scope_key"))
                 conn.execute(stmt)
                 written += 1
         return written

@@ -120,6 +120,14 @@ def dialect_insert(dialect: str, table: Table) -> Any:
     return (postgresql if dialect == "postgresql" else sqlite).insert(table)
 
 
+def upsert(dialect: str, table: Table, values: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    """INSERT ``values``, or UPDATE every other column of the row that has the same ``keys``."""
+    stmt = dialect_insert(dialect, table).values(**values)
+    return stmt.on_conflict_do_update(
+        index_elements=list(keys), set_={name: stmt.excluded[name] for name in values if name not in keys}
+    )
+
+
 def _migrate(conn: Any, found: int) -> None:
     """Bring a store of schema version ``found`` up to :data:`SCHEMA_VERSION`, one step per version."""
     from sqlalchemy import text

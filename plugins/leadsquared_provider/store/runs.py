@@ -21,7 +21,7 @@ from leadsquared_provider.rules.outcomes import UNFINISHED, UNRESOLVED_OUTCOMES,
 from leadsquared_provider.rules.planning import INTERVAL_RUN_TYPES, batch_bounds
 from leadsquared_provider.rules.request import ResetScope
 from leadsquared_provider.store import schema as t
-from leadsquared_provider.store.engine import IN_CHUNK, StoreBase, dialect_insert
+from leadsquared_provider.store.engine import IN_CHUNK, StoreBase, dialect_insert, upsert
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Row
@@ -264,12 +264,8 @@ class RunTables(StoreBase):
             "reported_at": None,
             "unresolved": None,
         }
-        stmt = dialect_insert(self.dialect, t.runs).values(**values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["run_key"], set_={k: stmt.excluded[k] for k in values if k != "run_key"}
-        )
         with self._begin() as conn:
-            conn.execute(stmt)
+            conn.execute(upsert(self.dialect, t.runs, values, ("run_key",)))
 
     def load_run(self, key: str) -> RunRecord:
         """The run's row.
