@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -13,6 +14,11 @@ from leadsquared_provider.settings import DEFAULT_STATE_CONN_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from leadsquared_provider.rules.approval import ApprovalRequest
+
+# How an answer adopted from another run of the backfill is noted: "for the backfill, at run <run id>".
+BACKFILL_NOTE = "for the backfill, at run "
 
 
 class LeadSquaredApprovalOperator(ApprovalOperator):
@@ -24,6 +30,12 @@ class LeadSquaredApprovalOperator(ApprovalOperator):
     slot, no triggerer) with the preview as the page's body, until a person answers in the UI or the REST API,
     or ``approval_timeout_minutes`` pass (then it counts as rejected). The answer, who gave it and when go to
     the state store; the batches and the report read it there. Reject or a timeout skips the batches.
+
+    A backfill asks once: a run of a backfill longer than ``approval_max_window_days`` first looks for an
+    answer given to one of the backfill's neighbouring runs (within ``approval_timeout_minutes``), and adopts
+    it without asking: it records it as its own (``approved by alice (for the backfill, at run X)``) and goes
+    on, or skips its batches. Runs that start before the first answer (up to the DAG's ``max_active_runs``)
+    each ask.
 
     :param state_conn_id: the state store the plan recorded the request in.
     :param timezone: the account's time zone, for the window in the preview.
@@ -69,6 +81,11 @@ class LeadSquaredApprovalOperator(ApprovalOperator):
             self.log.info("no approval needed: the plan found no reason to ask (or this is a dry run)")
             return {"approval": "not_needed"}
         request, _ = gate
+        timeout = timedelta(minutes=RunParams.from_params(context["params"]).approval_timeout_minutes)
+        self.response_timeout = timeout
+        adopted = self._backfill_answer(context, request, timeout)
+        if adopted is not None:
+            return adopted
         trigger_user = getattr(dag_run, "triggering_user_name", None)
         assigned = [a for a in self.approvers if not (self.four_eyes and trigger_user in (a.name, a.id))]
         if self.approvers and not assigned:
@@ -78,7 +95,6 @@ class LeadSquaredApprovalOperator(ApprovalOperator):
             )
         if assigned:
             self.assigned_users = [a.as_hitl_user() for a in assigned]
-        self.response_timeout = timedelta(minutes=RunParams.from_params(context["params"]).approval_timeout_minutes)
         self.subject = preview_subject(request, dag_run.dag_id)
         self.body = preview_body(
             request,
@@ -118,6 +134,41 @@ class LeadSquaredApprovalOperator(ApprovalOperator):
         if decision.decision is Decision.REFUSED:
             raise AirflowFailException(f"{decision.as_text()}: clear this task to ask again")
         return super().execute_complete(context, event)
+
+    def _backfill_answer(self, context: Context, request: ApprovalRequest, timeout: timedelta) -> Any:
+        """Adopt the answer given to another run of this run's backfill, as if given here (None: none was, or
+        the run is not a long backfill's: ask)."""
+        from leadsquared_provider.rules.approval import ApprovalDecision, Decision, Reason, backfill_reach
+        from leadsquared_provider.steps.plan import RunIdentity
+        from leadsquared_provider.store import StateStore, parse_run_key
+
+        run = RunIdentity.from_context(context)
+        step = run.step
+        if Reason.LONG_BACKFILL not in request.reasons or step is None:
+            return None
+        neighbours = run.backfill_neighbours(backfill_reach(request.max_days, step.total_seconds() / 86_400))
+        if neighbours is None:
+            return None
+        keys = [RunIdentity(run.dag_id, run_id, run.run_type).key for side in neighbours for run_id in side]
+        since = time.time() - timeout.total_seconds()
+        with StateStore(self.state_conn_id) as store:
+            found = store.latest_answer(keys, since=since)
+            if found is None:
+                self.log.info("no run of this backfill was answered yet: this run asks")
+                return None
+            origin, given = found
+            note = given.note if given.note.startswith(BACKFILL_NOTE) else BACKFILL_NOTE + parse_run_key(origin).run_id
+            decision = ApprovalDecision(given.decision, given.by, given.at, note)
+            store.record_decision(run.key, decision)
+        self.log.info("approval adopted, not asked again: %s", decision.as_text())
+        by = {"id": given.by, "name": given.by} if given.by else None
+        event = {
+            "chosen_options": [self.APPROVE if given.decision is Decision.APPROVED else self.REJECT],
+            "params_input": {},
+            "responded_at": datetime.fromtimestamp(given.at or time.time(), UTC),
+            "responded_by_user": by,
+        }
+        return super().execute_complete(context, event)  # as Airflow's answer: approve goes on, else skips
 
     def _refusal(self, user: dict[str, Any], trigger_user: str | None) -> str | None:
         """Why this approval does not count (None: it does)."""

@@ -31,6 +31,7 @@ class Reason(StrEnum):
     GROWTH = "growth"
     ALL_TIME = "all_time"
     LONG_WINDOW = "long_window"
+    LONG_BACKFILL = "long_backfill"  # one run of a backfill that spans more than approval_max_window_days
 
 
 class Decision(StrEnum):
@@ -55,6 +56,32 @@ def window_days(scope: ResetScope) -> float | None:
     return (scope.to_date - scope.from_date + timedelta(seconds=1)).total_seconds() / 86_400
 
 
+@dataclass(frozen=True)
+class BackfillSpan:
+    """How far a backfill reaches around one of its runs: ``before`` and ``after`` of its ``reach`` neighbouring
+    runs found on each side, each run ``step_days`` long."""
+
+    step_days: float
+    before: int
+    after: int
+    reach: int
+
+    @property
+    def days(self) -> float:
+        """The days the runs found cover (this run's and its neighbours')."""
+        return (1 + self.before + self.after) * self.step_days
+
+    @property
+    def more(self) -> bool:
+        """Whether the backfill may reach further than the runs looked for (a side found all of them)."""
+        return self.before >= self.reach or self.after >= self.reach
+
+
+def backfill_reach(max_days: int, step_days: float) -> int:
+    """Neighbouring runs to look for on each side: enough to tell a backfill longer than ``max_days``."""
+    return int(max_days // step_days) + 1
+
+
 def approval_reasons(
     leads: int,
     *,
@@ -64,9 +91,11 @@ def approval_reasons(
     growth_floor: int,
     days: float | None,
     max_days: int,
+    backfill_days: float | None = None,
 ) -> tuple[Reason, ...]:
-    """Why a run of ``leads`` staged leads over a window of ``days`` (None: all time) needs a person; empty
-    when it needs none. A run with nothing to send never asks (nor does a dry run: the plan does not ask)."""
+    """Why a run of ``leads`` staged leads over a window of ``days`` (None: all time), part of a backfill
+    spanning ``backfill_days`` (None: not a backfill's run), needs a person; empty when it needs none. A run
+    with nothing to send never asks (nor does a dry run: the plan does not ask)."""
     if leads == 0:
         return ()
     reasons = []
@@ -78,6 +107,8 @@ def approval_reasons(
         reasons.append(Reason.ALL_TIME)
     elif days > max_days:
         reasons.append(Reason.LONG_WINDOW)
+    if backfill_days is not None and backfill_days > max_days:
+        reasons.append(Reason.LONG_BACKFILL)
     return tuple(reasons)
 
 
@@ -106,6 +137,8 @@ class ApprovalRequest:
     calls_per_second: float | None = None  # the account's effective rate for this connection (None: unknown)
     day_left: int | None = None  # calls left in today's share of the daily quota (None: no quota)
     activities: tuple[LeadActivities, ...] = ()  # read when approval_preview_activities is on
+    backfill_days: float | None = None  # the days the run's backfill spans (None: not a backfill's run)
+    backfill_more: bool = False  # the backfill may span more than backfill_days (not looked further)
 
     @property
     def needed(self) -> bool:
@@ -133,6 +166,8 @@ class ApprovalRequest:
             "calls_per_second": self.calls_per_second,
             "day_left": self.day_left,
             "activities": [[a.lead_id, a.count, a.note] for a in self.activities],
+            "backfill_days": self.backfill_days,
+            "backfill_more": self.backfill_more,
         }
 
     @classmethod
@@ -150,12 +185,15 @@ class ApprovalRequest:
             calls_per_second=data.get("calls_per_second"),
             day_left=data.get("day_left"),
             activities=tuple(LeadActivities(lead, count, note) for lead, count, note in data.get("activities") or ()),
+            backfill_days=data.get("backfill_days"),
+            backfill_more=bool(data.get("backfill_more")),
         )
 
 
 @dataclass(frozen=True)
 class ApprovalDecision:
-    """The gate's answer for a run: who decided and when (epoch seconds; None while waiting or not needed)."""
+    """The gate's answer for a run: who decided and when (epoch seconds; None while waiting or not needed), and
+    a note (why an approval was refused; for a backfill's run, which run of the backfill was answered)."""
 
     decision: Decision
     by: str | None = None
@@ -166,12 +204,13 @@ class ApprovalDecision:
         """One line for the report: ``approved by alice at 2026-12-01 10:00:00 UTC``."""
         when = f" at {utc_text(self.at)}" if self.at else ""
         who = f" by {self.by}" if self.by else ""
+        said = f" ({self.note})" if self.note else ""
         text = {
             Decision.NOT_NEEDED: "not needed",
             Decision.WAITING: "waiting for a person",
-            Decision.APPROVED: f"approved{who}{when}",
-            Decision.REJECTED: f"rejected{who}{when}: nothing was sent",
-            Decision.TIMED_OUT: f"not answered in time (rejected{when}): nothing was sent",
+            Decision.APPROVED: f"approved{who}{when}{said}",
+            Decision.REJECTED: f"rejected{who}{when}{said}: nothing was sent",
+            Decision.TIMED_OUT: f"not answered in time (rejected{when}){said}: nothing was sent",
             Decision.REFUSED: f"approval{who}{when} refused: {self.note or 'four eyes'}; nothing was sent",
         }
         return text[self.decision]
@@ -186,6 +225,9 @@ def reason_lines(request: ApprovalRequest) -> list[str]:
         Reason.ALL_TIME: "the window is open-ended: everything since each lead was created",
         Reason.LONG_WINDOW: f"the window spans {request.days or 0:.4g} days, over approval_max_window_days="
         f"{request.max_days}",
+        Reason.LONG_BACKFILL: f"the run is part of a backfill of {'more than ' if request.backfill_more else '~'}"
+        f"{request.backfill_days or 0:.4g} days, over approval_max_window_days={request.max_days}; one answer "
+        "holds for every run of the backfill",
     }
     return [said[reason] for reason in request.reasons]
 

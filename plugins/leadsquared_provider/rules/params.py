@@ -198,14 +198,16 @@ APPROVAL_THRESHOLD = WholeParam(
     minimum=0,
     title="Ask for approval over this many leads",
     description="A run that would reset more leads than this waits in the UI (Required Actions) until a "
-    "person approves or rejects it. So do a tripped growth guard, an all-time window and a window longer "
-    "than approval_max_window_days. Dry runs never ask.",
+    "person approves or rejects it. So do a tripped growth guard, an all-time window, and a window or a "
+    "backfill longer than approval_max_window_days. Dry runs never ask.",
 )
 APPROVAL_MAX_WINDOW_DAYS = WholeParam(
     name="approval_max_window_days",
     default=7,
     minimum=1,
     title="Ask for approval when the window spans more days than this",
+    description="Also a backfill: its runs ask when the backfill spans more days than this, whatever each "
+    "run's own window; one answer holds for every run of the backfill.",
 )
 APPROVAL_TIMEOUT_MINUTES = WholeParam(
     name="approval_timeout_minutes",

@@ -9,7 +9,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from leadsquared_provider.exceptions import (
@@ -25,9 +25,11 @@ from leadsquared_provider.rules.approval import (
     PREVIEW_ACTIVITY_LEADS,
     PREVIEW_SAMPLE,
     ApprovalRequest,
+    BackfillSpan,
     LeadActivities,
     Reason,
     approval_reasons,
+    backfill_reach,
     window_days,
 )
 from leadsquared_provider.rules.outcomes import Outcome, ResetResult
@@ -52,6 +54,11 @@ log = logging.getLogger(__name__)
 
 # Executors whose tasks all run on the scheduler's machine: a per-machine (SQLite) budget is shared by all.
 ONE_MACHINE_EXECUTORS = frozenset({"LocalExecutor", "SequentialExecutor"})
+# Airflow names a backfill's run ``backfill__<run_after, ISO 8601>`` (``DagRun.generate_run_id``).
+BACKFILL = "backfill"
+BACKFILL_PREFIX = "backfill__"
+# How many of the DAG's runs exist among some run ids (``RuntimeTaskInstance.get_dr_count``).
+CountRuns = Callable[[list[str]], int]
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,49 @@ class RunIdentity:
     @property
     def key(self) -> str:
         return run_key(self.dag_id, self.run_id)
+
+    @property
+    def step(self) -> timedelta | None:
+        """The data interval's length (None: the run has none)."""
+        if self.interval_start is None or self.interval_end is None or self.interval_end <= self.interval_start:
+            return None
+        return self.interval_end - self.interval_start
+
+    def backfill_neighbours(self, reach: int) -> tuple[list[str], list[str]] | None:
+        """The run ids the ``reach`` runs before and after this one have when they belong to a backfill too
+        (nearest first); None when this run is not a backfill's or its run id does not say when it ran after.
+
+        A backfill names its run ``backfill__<run_after>``, and an interval timetable's runs follow each
+        other by the interval's length (a time zone with daylight saving shifts it twice a year: the runs
+        beyond such a shift are not found, and the span measured is shorter)."""
+        step = self.step
+        if self.run_type != BACKFILL or step is None or not self.run_id.startswith(BACKFILL_PREFIX):
+            return None
+        try:
+            run_after = datetime.fromisoformat(self.run_id.removeprefix(BACKFILL_PREFIX))
+        except ValueError:
+            return None
+
+        def ids(sign: int) -> list[str]:
+            return [f"{BACKFILL_PREFIX}{(run_after + sign * k * step).isoformat()}" for k in range(1, reach + 1)]
+
+        return ids(-1), ids(1)
+
+
+def measure_backfill(run: RunIdentity, max_days: int, count_runs: CountRuns) -> BackfillSpan | None:
+    """How far the backfill of ``run`` reaches around it, with two counts of the DAG's runs (before, after);
+    None for a run that is not a backfill's. Looks no further than it takes to tell a backfill longer than
+    ``max_days``."""
+    step = run.step
+    if step is None:
+        return None
+    step_days = step.total_seconds() / 86_400
+    reach = backfill_reach(max_days, step_days)
+    neighbours = run.backfill_neighbours(reach)
+    if neighbours is None:
+        return None
+    before, after = neighbours
+    return BackfillSpan(step_days=step_days, before=count_runs(before), after=count_runs(after), reach=reach)
 
 
 def check_credentials(hook: LeadSquaredHook) -> str:
@@ -165,11 +215,14 @@ def approval_request(
     baseline: int | None,
     *,
     scope_key: str,
+    backfill: BackfillSpan | None = None,
 ) -> ApprovalRequest:
     """What the run asks of the approval gate (nothing for a dry run, ``hook`` None), with the preview's facts:
     a sample of the leads it sends, its calls at the account's effective rate, today's quota left, and with
-    ``approval_preview_activities`` the activities a few of its own leads would lose."""
+    ``approval_preview_activities`` the activities a few of its own leads would lose. ``backfill``: how far
+    the backfill the run belongs to reaches (None: not a backfill's run)."""
     leads = len(sent)
+    backfill_days = backfill.days if backfill is not None else None
     reasons: tuple[Reason, ...] = ()
     if hook is not None:
         reasons = approval_reasons(
@@ -180,6 +233,7 @@ def approval_request(
             growth_floor=params.growth_guard_floor,
             days=window_days(scope),
             max_days=params.approval_max_window_days,
+            backfill_days=backfill_days,
         )
     request = ApprovalRequest(
         reasons=reasons,
@@ -189,6 +243,8 @@ def approval_request(
         max_growth=params.max_growth_factor,
         days=window_days(scope),
         max_days=params.approval_max_window_days,
+        backfill_days=backfill_days,
+        backfill_more=backfill is not None and backfill.more,
     )
     if not request.needed or hook is None:
         return request
@@ -253,12 +309,15 @@ def plan_run(
     state_conn_id: str,
     executor: str = "LocalExecutor",
     query_name: str | None = None,
+    count_runs: CountRuns | None = None,
 ) -> list[int]:
     """Plan the run and stage its batches; return the batch numbers (≤ 1000 small ints, for XCom).
 
     :param render_query: renders the candidate query for the window's UTC bounds (``YYYY-MM-DD HH:MM:SS``),
         start inclusive and end exclusive (:attr:`ResetScope.end_text`), or ``None`` for all time.
     :param query_name: the candidate query's file, as messages name it (default: the shipped one).
+    :param count_runs: counts the DAG's runs among run ids, to measure a backfill's span (None: a backfill's
+        run is judged on its own window only).
     :raises PlanError: refused (bad params, guard, keys, a deterministic query failure): nothing was sent.
     """
     from leadsquared_provider.hooks.leadsquared import LeadSquaredHook
@@ -344,8 +403,14 @@ def plan_run(
             deferred=len(staged) - fits,
         )
         store.save_run(record)
+        backfill = None
+        if hook is not None and count_runs is not None:
+            backfill = measure_backfill(run, params.approval_max_window_days, count_runs)
+        if backfill is not None:
+            log.info("part of a backfill of %s%g days", "more than " if backfill.more else "", backfill.days)
         store.save_approval_request(
-            run.key, approval_request(hook, params, scope, staged[:fits], baseline, scope_key=scope_key)
+            run.key,
+            approval_request(hook, params, scope, staged[:fits], baseline, scope_key=scope_key, backfill=backfill),
         )
         if record.deferred:
             deferred = staged[fits:]
@@ -400,6 +465,8 @@ def plan_step(
     from leadsquared_provider.rules.params import RunParams
 
     template = context["dag"].get_template_env().get_template(candidate_query)
+    run = RunIdentity.from_context(context)
+    ti = context["ti"]
 
     def render(start: str | None, end: str | None) -> str:
         sql = template.render(**context, window_start=start, window_end=end)
@@ -409,7 +476,7 @@ def plan_step(
 
     try:
         return plan_run(
-            RunIdentity.from_context(context),
+            run,
             RunParams.from_params(context["params"]),
             render_query=render,
             warehouse_conn_id=warehouse_conn_id,
@@ -417,6 +484,7 @@ def plan_step(
             state_conn_id=state_conn_id,
             executor=conf.get("core", "executor"),
             query_name=query_name or candidate_query,
+            count_runs=lambda run_ids: ti.get_dr_count(dag_id=run.dag_id, run_ids=run_ids),
         )
     except PlanError as refused:
         raise AirflowFailException(str(refused)) from refused

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 
 from sqlalchemy import select, update
 
@@ -40,6 +41,28 @@ class ApprovalTables(StoreBase):
         request = ApprovalRequest.from_mapping(json.loads(row.request_json))
         decision = ApprovalDecision(Decision(row.decision), row.decided_by, row.decided_at, row.note or "")
         return request, decision
+
+    def latest_answer(self, keys: Collection[str], *, since: float) -> tuple[str, ApprovalDecision] | None:
+        """The latest answer a person gave (approved, rejected or timed out) to one of the runs ``keys``, no
+        earlier than ``since`` (epoch seconds), with its run key; None when none was. A backfill's run adopts
+        it from the backfill's other runs (their keys), so that the backfill asks once."""
+        answered = [str(d) for d in (Decision.APPROVED, Decision.REJECTED, Decision.TIMED_OUT)]
+        if not keys:
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.approvals)
+                .where(
+                    t.approvals.c.run_key.in_(list(keys)),
+                    t.approvals.c.decision.in_(answered),
+                    t.approvals.c.decided_at >= since,
+                )
+                .order_by(t.approvals.c.decided_at.desc(), t.approvals.c.run_key)
+                .limit(1)
+            ).first()
+        if row is None:
+            return None
+        return row.run_key, ApprovalDecision(Decision(row.decision), row.decided_by, row.decided_at, row.note or "")
 
     def record_decision(self, key: str, decision: ApprovalDecision) -> None:
         """Write the gate's answer for the run (when: ``decision.at``, else now)."""

@@ -9,10 +9,12 @@ import pytest
 from leadsquared_provider.rules.approval import (
     ApprovalDecision,
     ApprovalRequest,
+    BackfillSpan,
     Decision,
     LeadActivities,
     Reason,
     approval_reasons,
+    backfill_reach,
     duration_text,
     preview_body,
     preview_subject,
@@ -41,6 +43,10 @@ DAY = ResetScope(
         pytest.param(5, {"days": None}, (Reason.ALL_TIME,), id="all-time"),
         pytest.param(5, {"days": 7.0}, (), id="a-week-is-not-over-7-days"),
         pytest.param(5, {"days": 7.5}, (Reason.LONG_WINDOW,), id="longer-than-max-days"),
+        pytest.param(5, {"backfill_days": 8.0}, (Reason.LONG_BACKFILL,), id="a-backfill-longer-than-max-days"),
+        pytest.param(5, {"backfill_days": 7.0}, (), id="a-backfill-of-max-days-passes"),
+        pytest.param(5, {"backfill_days": None}, (), id="not-a-backfill"),
+        pytest.param(0, {"backfill_days": 30.0}, (), id="a-backfill-run-with-nothing-to-send-never-asks"),
         pytest.param(0, {"days": None, "threshold": 0}, (), id="nothing-to-send-never-asks"),
         pytest.param(
             5000,
@@ -52,6 +58,29 @@ DAY = ResetScope(
 )
 def test_which_runs_need_a_person(leads, changes, reasons):
     assert approval_reasons(leads, **{**GUARDS, **changes}) == reasons
+
+
+@pytest.mark.parametrize(
+    ("span", "days", "more"),
+    [
+        pytest.param(BackfillSpan(1.0, before=0, after=0, reach=8), 1.0, False, id="alone"),
+        pytest.param(BackfillSpan(1.0, before=3, after=0, reach=8), 4.0, False, id="the-last-of-four-days"),
+        pytest.param(BackfillSpan(1.0, before=2, after=5, reach=8), 8.0, False, id="inside-eight-days"),
+        pytest.param(BackfillSpan(1.0, before=0, after=8, reach=8), 9.0, True, id="the-first-of-thirty-days"),
+        pytest.param(BackfillSpan(0.25, before=4, after=3, reach=29), 2.0, False, id="six-hourly-runs"),
+    ],
+)
+def test_a_backfills_span_is_its_runs_found_times_the_interval(span, days, more):
+    assert (span.days, span.more) == (days, more)
+
+
+@pytest.mark.parametrize(
+    ("max_days", "step_days", "reach"),
+    [(7, 1.0, 8), (2, 1.0, 3), (7, 7.0, 2), (1, 0.25, 5), (7, 2.0, 4)],
+)
+def test_a_backfill_is_looked_at_just_far_enough_to_tell_it_is_longer_than_max_days(max_days, step_days, reach):
+    assert backfill_reach(max_days, step_days) == reach
+    assert BackfillSpan(step_days, before=reach, after=0, reach=reach).days > max_days  # all found: asks
 
 
 def test_a_windows_length_counts_its_inclusive_last_second_and_no_window_is_all_time():
@@ -136,8 +165,25 @@ def test_an_all_time_window_reads_from_lead_creation_to_now():
     assert "| Deletes | notes |" in body
 
 
+@pytest.mark.parametrize(
+    ("more", "said"),
+    [
+        (False, "the run is part of a backfill of ~4 days, over approval_max_window_days=2; one answer holds"),
+        (True, "the run is part of a backfill of more than 4 days, over approval_max_window_days=2"),
+    ],
+)
+def test_the_preview_says_the_run_is_part_of_a_long_backfill(more, said):
+    asks = request(reasons=(Reason.LONG_BACKFILL,), max_days=2, backfill_days=4.0, backfill_more=more)
+    body = preview_body(asks, DAY, dag_id="d", run_id="backfill__x", timezone="UTC", leads_url="http://x/leads")
+    assert f"- {said}" in body
+
+
 def test_the_request_travels_through_json_unchanged():
-    original = request(activities=(LeadActivities("a", 3), LeadActivities("b", None, "not found")))
+    original = request(
+        activities=(LeadActivities("a", 3), LeadActivities("b", None, "not found")),
+        backfill_days=9.0,
+        backfill_more=True,
+    )
     assert ApprovalRequest.from_mapping(original.to_dict()) == original
     assert not request(reasons=()).needed
 
@@ -160,6 +206,16 @@ def test_the_request_travels_through_json_unchanged():
         (
             ApprovalDecision(Decision.TIMED_OUT, None, 1_800_000_000),
             "not answered in time (rejected at 2027-01-15 08:00:00 UTC): nothing was sent",
+            False,
+        ),
+        (
+            ApprovalDecision(Decision.APPROVED, "alice", 1_800_000_000, "for the backfill, at run backfill__1"),
+            "approved by alice at 2027-01-15 08:00:00 UTC (for the backfill, at run backfill__1)",
+            True,
+        ),
+        (
+            ApprovalDecision(Decision.REJECTED, "bob", 1_800_000_000, "for the backfill, at run backfill__1"),
+            "rejected by bob at 2027-01-15 08:00:00 UTC (for the backfill, at run backfill__1): nothing was sent",
             False,
         ),
         (

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from leadsquared_provider.exceptions import CandidateQueryError, LeadSquaredError, PlanError
 from leadsquared_provider.rules.approval import PREVIEW_SAMPLE, ApprovalDecision, Decision, Reason
 from leadsquared_provider.rules.params import RunParams
-from leadsquared_provider.steps.plan import RunIdentity, plan_run
+from leadsquared_provider.steps.plan import RunIdentity, measure_backfill, plan_run
 from leadsquared_provider.store import StateStore
 from lsq_emulator import EmulatorConfig, run_emulator
 from tests.conftest import VIEWER_ACCESS, VIEWER_SECRET, lsq_lead
@@ -50,19 +51,22 @@ def call_plan(
     state: str,
     run_type: str = "manual",
     query_name: str | None = None,
+    interval: tuple[datetime, datetime] | None = None,
+    count_runs=None,
 ) -> list[int]:
     """The plan task's body with the DAG's params (overridden by ``params``) and its candidate query."""
     merged = {name: param.value for name, param in dag.params.items()}
     merged.update(params)
     template = dag.get_template_env().get_template("candidates.sql")
     return plan_run(
-        RunIdentity(dag_id=dag.dag_id, run_id=run_id, run_type=run_type),
+        RunIdentity(dag.dag_id, run_id, run_type, *(interval or (None, None))),
         RunParams.from_params(merged),
         render_query=lambda start, end: template.render(window_start=start, window_end=end),
         warehouse_conn_id=warehouse,
         leadsquared_conn_id=lsq,
         state_conn_id=state,
         query_name=query_name,
+        count_runs=count_runs,
     )
 
 
@@ -74,9 +78,26 @@ def plan(dag, served, lsq_connection, sqlite_warehouse, state_conn):
         db.execute("CREATE TABLE lsq_reset_requests (prospect_id TEXT, requested_at TEXT)")
         db.executemany("INSERT INTO lsq_reset_requests VALUES (?, '2026-11-01 06:00:00')", [(i,) for i in IDS])
 
-    def run(params: dict, run_id: str = "manual__1", run_type: str = "manual", **conn: object) -> list[int]:
+    def run(
+        params: dict,
+        run_id: str = "manual__1",
+        run_type: str = "manual",
+        interval: tuple[datetime, datetime] | None = None,
+        count_runs=None,
+        **conn: object,
+    ) -> list[int]:
         lsq = lsq_connection(served.base_url, **conn)
-        return call_plan(dag, params, run_id, warehouse=conn_id, lsq=lsq, state=state_conn, run_type=run_type)
+        return call_plan(
+            dag,
+            params,
+            run_id,
+            warehouse=conn_id,
+            lsq=lsq,
+            state=state_conn,
+            run_type=run_type,
+            interval=interval,
+            count_runs=count_runs,
+        )
 
     run.warehouse = conn_id  # type: ignore[attr-defined]
     run.path = path  # type: ignore[attr-defined]
@@ -405,3 +426,92 @@ def test_sqlite_state_store_is_refused_under_a_distributed_executor(
     )
     assert served.calls() == []
     assert staged(plan, "manual__exec") == 0
+
+
+# The backfill run of the India-time day 2026-11-01: Airflow names it after its run_after (the interval's end).
+DAY_START = datetime(2026, 10, 31, 18, 30, tzinfo=UTC)
+DAY_END = DAY_START + timedelta(days=1)
+BACKFILL_RUN = RunIdentity("leadsquared_reset", "backfill__2026-11-01T18:30:00+00:00", "backfill", DAY_START, DAY_END)
+
+
+def existing(*days: int):
+    """A count of the DAG's runs among run ids, as ``get_dr_count``, when the backfill's runs are the run of
+    2026-11-01 and those ``days`` away from it; the run ids asked for are kept in ``asked``."""
+    runs = {f"backfill__{(DAY_END + timedelta(days=d)).isoformat()}" for d in days}
+
+    def count(run_ids: list[str]) -> int:
+        count.asked.append(run_ids)  # type: ignore[attr-defined]
+        return len(runs.intersection(run_ids))
+
+    count.asked = []  # type: ignore[attr-defined]
+    return count
+
+
+def test_a_backfills_neighbours_are_named_as_airflow_names_them_and_counted_in_two_calls():
+    count = existing(-1, 1, 2, 4)  # 4 days on is beyond the reach of 3 (2 days and one more): not looked for
+    span = measure_backfill(BACKFILL_RUN, 2, count)
+    assert (span.step_days, span.before, span.after, span.reach) == (1.0, 1, 2, 3)
+    assert (span.days, span.more) == (4.0, False)
+    assert count.asked == [
+        [
+            "backfill__2026-10-31T18:30:00+00:00",
+            "backfill__2026-10-30T18:30:00+00:00",
+            "backfill__2026-10-29T18:30:00+00:00",
+        ],
+        [
+            "backfill__2026-11-02T18:30:00+00:00",
+            "backfill__2026-11-03T18:30:00+00:00",
+            "backfill__2026-11-04T18:30:00+00:00",
+        ],
+    ]
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        pytest.param(
+            RunIdentity("d", "scheduled__2026-11-01T18:30:00+00:00", "scheduled", DAY_START, DAY_END), id="scheduled"
+        ),
+        pytest.param(RunIdentity("d", "manual__1", "manual"), id="manual"),
+        pytest.param(RunIdentity("d", "backfill__2026-11-01T18:30:00+00:00", "backfill"), id="no-interval"),
+        pytest.param(RunIdentity("d", "my-backfill", "backfill", DAY_START, DAY_END), id="a-run-id-of-its-own"),
+    ],
+)
+def test_a_run_that_is_not_a_backfills_or_does_not_say_where_it_sits_is_not_measured(run):
+    count = existing(1)
+    assert measure_backfill(run, 2, count) is None
+    assert count.asked == []
+
+
+@pytest.mark.parametrize(
+    ("days", "reasons", "backfill_days"),
+    [
+        pytest.param((-1, 1, 2), (Reason.LONG_BACKFILL,), 4.0, id="four-days-over-two"),
+        pytest.param((1,), (), 2.0, id="two-days-within-two"),
+        pytest.param((), (), 1.0, id="a-backfill-of-one-day"),
+    ],
+)
+def test_a_backfill_longer_than_max_days_asks_in_each_of_its_runs(plan, served, days, reasons, backfill_days):
+    plan(
+        {"approval_max_window_days": 2},
+        run_id=BACKFILL_RUN.run_id,
+        run_type="backfill",
+        interval=(DAY_START, DAY_END),
+        count_runs=existing(*days),
+    )
+    request, decision = gate(plan, BACKFILL_RUN.run_id)
+    assert (request.reasons, request.backfill_days, request.days) == (reasons, backfill_days, 1.0)
+    assert decision.decision is (Decision.WAITING if reasons else Decision.NOT_NEEDED)
+
+
+def test_a_dry_backfill_does_not_count_its_neighbours_and_never_asks(plan, served):
+    count = existing(-1, 1, 2)
+    plan(
+        {"approval_max_window_days": 2, "dry_run": True},
+        run_id=BACKFILL_RUN.run_id,
+        run_type="backfill",
+        interval=(DAY_START, DAY_END),
+        count_runs=count,
+    )
+    assert gate(plan, BACKFILL_RUN.run_id)[0].reasons == ()
+    assert count.asked == []

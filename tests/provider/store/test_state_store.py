@@ -323,3 +323,35 @@ def test_the_gate_keeps_a_runs_request_and_its_answer_and_a_new_plan_asks_again(
     quiet = ApprovalRequest(reasons=(), leads=5, threshold=1000, baseline=None, max_growth=10.0, days=1.0, max_days=7)
     store.save_approval_request("dag/run2", quiet)
     assert store.load_approval("dag/run2") == (quiet, ApprovalDecision(Decision.NOT_NEEDED))
+
+
+def test_a_backfills_latest_answer_is_found_among_its_runs_and_waiting_or_refused_ones_are_not(store):
+    """A backfill's run looks for the answer given to its neighbours: the latest approval, rejection or
+    timeout among the keys asked for, not older than ``since``; a run still waiting, a refused approval, a
+    run not asked for and a run that needed nobody are no answer."""
+    asks = ApprovalRequest(
+        reasons=(Reason.LONG_BACKFILL,), leads=8, threshold=1000, baseline=None, max_growth=10.0, days=1.0, max_days=2
+    )
+    keys = [f"dag/backfill__2026-09-0{day}T18:30:00+00:00" for day in range(1, 7)]
+    for key in keys:
+        store.save_approval_request(key, asks)
+    assert store.latest_answer(keys, since=0) is None  # all waiting
+    assert store.latest_answer([], since=0) is None
+
+    store.record_decision(keys[0], ApprovalDecision(Decision.REJECTED, "bob", 1_700_000_000.0))
+    store.record_decision(keys[1], ApprovalDecision(Decision.APPROVED, "alice", 1_700_000_100.0))
+    store.record_decision(keys[2], ApprovalDecision(Decision.REFUSED, "admin", 1_700_000_200.0, "four eyes"))
+    store.record_decision(keys[5], ApprovalDecision(Decision.TIMED_OUT, None, 1_700_000_300.0))
+    store.save_approval_request("dag/manual__1", ApprovalRequest((), 5, 1000, None, 10.0, 1.0, 7))
+
+    assert store.latest_answer(keys[:5], since=0) == (
+        keys[1],
+        ApprovalDecision(Decision.APPROVED, "alice", 1_700_000_100.0),
+    )
+    assert store.latest_answer(keys, since=0) == (keys[5], ApprovalDecision(Decision.TIMED_OUT, None, 1_700_000_300.0))
+    assert store.latest_answer([keys[0], keys[3]], since=0) == (
+        keys[0],
+        ApprovalDecision(Decision.REJECTED, "bob", 1_700_000_000.0),
+    )
+    assert store.latest_answer(keys[:5], since=1_700_000_150.0) is None  # older than since: an earlier backfill's
+    assert store.latest_answer([keys[2], keys[3], "dag/manual__1"], since=0) is None
