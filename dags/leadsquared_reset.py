@@ -17,9 +17,10 @@ exceed `max_leads_per_run`. Each message names the param that overrides it. `dry
 without sending anything.
 
 **Approval.** A run over `approval_threshold` leads, past `max_growth_factor` x the usual count (the median
-of the last scheduled runs), over an all-time window or one longer than `approval_max_window_days` waits at
-`approve` (Required Actions) with a preview, holding no worker slot; other runs pass at once. Reject, or no
-answer within `approval_timeout_minutes`: nothing is sent and the run fails with its alert.
+of the last scheduled runs), over an all-time window or one longer than `approval_max_window_days`, or in a
+backfill longer than that, waits at `approve` (Required Actions) with a preview, holding no worker slot; other
+runs pass at once. A backfill's other runs take the answer its first one got. Reject, or no answer within
+`approval_timeout_minutes`: nothing is sent and the run fails with its alert.
 
 **Safety.** Before its request, each lead is claimed atomically in the state store under its window and
 categories, for all runs: a lead already queued (or rejected for good) is never sent twice, and a lead held

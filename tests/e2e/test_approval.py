@@ -18,7 +18,7 @@ import requests
 
 from tests.e2e.checks import check_day_run
 from tests.e2e.conftest import E2E, start_on_sqlite
-from tests.e2e.scenario import DAYS, Scenario, iso_window, utc_window
+from tests.e2e.scenario import DAYS, MISSING_LEAD, Scenario, iso_window, utc_window
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -209,3 +209,73 @@ def test_no_answer_in_time_is_a_rejection(gate_e2e):
     assert summary["approval"]["decision"] == "timed_out" and summary["approval"]["by"] is None
     assert "not answered in time" in alert_for(e2e, run_id)["reason"]
     print(f"unanswered run: failed {waited:.0f} s after its trigger (timeout 60 s)")
+
+
+def backfill_runs(e2e: E2E, dag_id: str, count: int, timeout: float = 120) -> list[str]:
+    """The DAG's backfill runs' ids, in the order of their days, once ``count`` of them exist."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = e2e.stack.api("GET", f"/dags/{dag_id}/dagRuns", params={"run_type": "backfill", "limit": 100})
+        if len(runs["dag_runs"]) >= count:
+            return [r["dag_run_id"] for r in sorted(runs["dag_runs"], key=lambda r: r["logical_date"])]
+        time.sleep(2)
+    raise TimeoutError(f"{count} backfill runs of {dag_id} not created within {timeout} s")
+
+
+def check_backfill_day(e2e: E2E, run_id: str, day: str, dag_id: str) -> None:
+    """The emulator's record holds each lead of ``day`` once with the day's window, whichever run of this
+    module sent it: the backfill's run sent what no earlier run had, and counts the rest reset already."""
+    expected = {*e2e.scenario.candidates(day), *([MISSING_LEAD] if day == DAYS[1] else [])}
+    assert sorted(c["lead_id"] for c in resets_in(e2e, day)) == sorted(expected)
+    audit = e2e.audit(run_id, dag_id)
+    reset = {lead for lead, row in audit.items() if row[0] in ("queued", "already_done")}
+    assert set(e2e.scenario.candidates(day)) <= reset <= expected  # the missing lead: rejected, or done before
+    assert e2e.stack.xcom(run_id, "report", dag_id=dag_id)["failures"] == 0
+
+
+# The window of each run is one day: with approval_max_window_days=2 only the backfill's span asks.
+BACKFILL_CONF = {"approval_max_window_days": 2, "approval_threshold": 100_000}
+
+
+def test_a_backfill_longer_than_max_days_asks_once_and_every_day_is_sent_once(gate_e2e):
+    """Three days over approval_max_window_days=2: the backfill's first run waits; once it is approved, the
+    other runs adopt the answer without asking."""
+    e2e = gate_e2e
+    sent_before = len(e2e.reset_calls())
+    e2e.stack.create_backfill(f"{DAYS[0]}T00:00:00+05:30", f"{DAYS[-1]}T00:00:00+05:30", 1, GATED, BACKFILL_CONF)
+    first, *others = run_ids = backfill_runs(e2e, GATED, len(DAYS))
+    assert first.startswith("backfill__") and len(run_ids) == 3
+
+    wait_for_task(e2e, first, GATED, {"awaiting_input"})
+    body = hitl(e2e, first, GATED)["body"]
+    assert "the run is part of a backfill of ~3 days, over approval_max_window_days=2" in body
+    assert len(e2e.reset_calls()) == sent_before  # nothing sent; max_active_runs=1: the others wait behind it
+    assert respond(e2e, first, GATED, "alice", "Approve").ok
+
+    assert {run_id: e2e.stack.wait_for_run(run_id, dag_id=GATED) for run_id in run_ids} == dict.fromkeys(
+        run_ids, "success"
+    )
+    for run_id, day in zip(run_ids, DAYS, strict=True):
+        check_backfill_day(e2e, run_id, day, GATED)
+        approval = e2e.stack.xcom(run_id, "report")["approval"]
+        assert (approval["decision"], approval["by"], approval["reasons"]) == ("approved", "alice", ["long_backfill"])
+    for run_id in others:  # nobody was asked again
+        with pytest.raises(RuntimeError, match="404"):
+            hitl(e2e, run_id, GATED)
+        approval = e2e.stack.xcom(run_id, "report")["approval"]
+        assert approval["text"].endswith(f"(for the backfill, at run {first})")
+
+
+def test_a_backfill_within_max_days_never_asks(gate_e2e):
+    e2e = gate_e2e
+    e2e.stack.create_backfill(f"{DAYS[0]}T00:00:00+05:30", f"{DAYS[1]}T00:00:00+05:30", 2, OPEN, BACKFILL_CONF)
+    run_ids = backfill_runs(e2e, OPEN, 2)
+    assert {run_id: e2e.stack.wait_for_run(run_id, dag_id=OPEN) for run_id in run_ids} == dict.fromkeys(
+        run_ids, "success"
+    )
+    for run_id, day in zip(run_ids, DAYS[:2], strict=True):
+        with pytest.raises(RuntimeError, match="404"):  # nobody was asked
+            hitl(e2e, run_id, OPEN)
+        approval = e2e.stack.xcom(run_id, "report", dag_id=OPEN)["approval"]
+        assert (approval["decision"], approval["reasons"]) == ("not_needed", [])
+        check_backfill_day(e2e, run_id, day, OPEN)
