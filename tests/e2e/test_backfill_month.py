@@ -41,7 +41,13 @@ def test_thirty_day_backfill(month):
     e2e, by_day = month
     e2e.emulator.clear_calls()
     started = time.monotonic()
-    e2e.stack.create_backfill(f"{DAYS[0]}T00:00:00+05:30", f"{DAYS[-1]}T00:00:00+05:30", max_active_runs=4)
+    # 30 days: past approval_max_window_days, which is not what this test is about (tests/e2e/test_approval.py is)
+    e2e.stack.create_backfill(
+        f"{DAYS[0]}T00:00:00+05:30",
+        f"{DAYS[-1]}T00:00:00+05:30",
+        max_active_runs=4,
+        conf={"approval_max_window_days": 31},
+    )
     deadline = time.monotonic() + 1300
     runs: list[dict] = []
     while time.monotonic() < deadline:
