@@ -38,9 +38,7 @@ accounts:
 """
 USERS = "admin:admin,alice:user"
 ASK = {"approval_threshold": 3}  # a day holds 8 or 9 candidates: over it
-# The tests answer as soon as the task parks. Airflow 3.3 then often resumes the task before the scheduler has
-# read the parking try's end from the executor, takes that end for a task that died and retries it: the
-# operator's retry reads the answer its first try got (LeadSquaredApprovalOperator), so no answer is lost.
+# The tests answer SETTLE_SECONDS after the task parks (see respond): an earlier answer is lost by Airflow 3.3.
 
 
 @pytest.fixture(scope="module")
